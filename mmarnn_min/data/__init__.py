@@ -1,0 +1,1 @@
+"""Data sets: the embedded SynthAffect generator and readers for the real data sets."""
