@@ -1,0 +1,96 @@
+"""How hard is SynthAffect's video task? Ridge regression on per-video oracle features.
+
+The oracle features (true per-frame VA, expression and AU probabilities; synth_labels) are
+summarised per video, and a ridge regression (numpy least squares, the ridge strength picked
+on val) maps them to the 7 intensities. The Pearson correlation per reaction on test, and
+its mean (the paper's number), say how much of the labels the faces carry:
+
+    mean over all frames          what a model blind to time gets
+    mean + max over all frames    the peak helps, but distractor twitches fool it
+    mean over the true window     a model that finds the window (oracle window)
+    window mean + max             the best of these summaries
+
+The trained pipeline (MMA on pixels, then MRNN) is read against these numbers: it sees
+estimated features instead of true ones, but may learn better summaries than these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from mmarnn_min.affect import REACTIONS
+from mmarnn_min.data.synth_config import SynthConfig
+from mmarnn_min.data.synth_labels import oracle_features
+from mmarnn_min.data.synth_make import video_plan
+
+SUMMARIES = ("mean", "mean+max", "window mean", "window mean+max")
+RIDGE_STRENGTHS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+
+
+def summarise(oracle: np.ndarray, window: tuple[int, int], summary: str) -> np.ndarray:
+    """One video's feature vector from its oracle features (L,26): (26,) or (52,)."""
+    inside = oracle[window[0]:window[1]]
+    return {
+        "mean": lambda: oracle.mean(0),
+        "mean+max": lambda: np.concatenate([oracle.mean(0), oracle.max(0)]),
+        "window mean": lambda: inside.mean(0),
+        "window mean+max": lambda: np.concatenate([inside.mean(0), inside.max(0)]),
+    }[summary]()
+
+
+def pearson(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each column: (N,C), (N,C) -> (C,)."""
+    p = prediction - prediction.mean(0)
+    t = target - target.mean(0)
+    return (p * t).sum(0) / np.sqrt((p * p).sum(0) * (t * t).sum(0) + 1e-12)
+
+
+def ridge_fit(x: np.ndarray, y: np.ndarray, strength: float):
+    """Standardise x (N,F), fit y (N,C) by ridge least squares; returns a predict function."""
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    design = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])  # (N,F+1), last: intercept
+    penalty = strength * np.eye(design.shape[1])
+    penalty[-1, -1] = 0.0
+    weights = np.linalg.solve(design.T @ design + penalty, design.T @ y)  # (F+1,C)
+    return lambda x_new: np.hstack([(x_new - mean) / scale, np.ones((len(x_new), 1))]) @ weights
+
+
+def _split(config: SynthConfig, split: str) -> tuple[list, np.ndarray]:
+    """[(oracle (L,26), window)] and the labels (V,7) of a split's videos."""
+    videos, labels = [], []
+    for index in range(config.num_videos(split)):
+        plan, _ = video_plan(config, split, index)
+        videos.append((oracle_features(plan.aus, plan.va), plan.window))
+        labels.append(plan.reactions)
+    return videos, np.array(labels)
+
+
+def ridge_baseline(config: SynthConfig = SynthConfig()) -> dict[str, np.ndarray]:
+    """Test Pearson per reaction (7,) for every summary in SUMMARIES, ridge strength chosen
+    on val. Uses the config's video counts; only labels are drawn, no pixels."""
+    data = {split: _split(config, split) for split in ("train", "val", "test")}
+    results = {}
+    for summary in SUMMARIES:
+        x = {split: np.array([summarise(o, w, summary) for o, w in videos])
+             for split, (videos, _) in data.items()}
+        y = {split: labels for split, (_, labels) in data.items()}
+        best = max(RIDGE_STRENGTHS, key=lambda strength: pearson(
+            ridge_fit(x["train"], y["train"], strength)(x["val"]), y["val"]).mean())
+        results[summary] = pearson(ridge_fit(x["train"], y["train"], best)(x["test"]), y["test"])
+    return results
+
+
+def print_baseline(config: SynthConfig, train_videos: int | None = None) -> None:
+    """Print the table of ``ridge_baseline`` (``train_videos``: override the train count;
+    val and test then get a third of it each)."""
+    if train_videos is not None:
+        config = replace(config, train_videos=train_videos, eval_videos=max(10, train_videos // 3))
+    results = ridge_baseline(config)
+    print(f"ridge on oracle features, {config.train_videos} train / {config.eval_videos} val / "
+          f"{config.eval_videos} test videos of {config.min_frames}-{config.max_frames} frames; "
+          "test Pearson:")
+    print(f"{'summary':18s} {'mean':>6s}  " + " ".join(f"{r[:8]:>8s}" for r in REACTIONS))
+    for summary, values in results.items():
+        print(f"{summary:18s} {values.mean():6.3f}  " + " ".join(f"{v:8.3f}" for v in values))

@@ -1,0 +1,159 @@
+"""Rendering SynthAffect's images and videos into arrays, on several processes.
+
+Every image and video draws from its own random stream, seeded by (config seed, split, kind,
+source, index): the result does not depend on how the work is split between processes, and
+the splits never share a person (each sample draws its own identity from its own stream).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from typing import Callable
+
+import numpy as np
+
+from mmarnn_min.affect import NUM_EXPRESSIONS
+from mmarnn_min.data.synth_config import SynthConfig, split_index
+from mmarnn_min.data.synth_face import Identity
+from mmarnn_min.data.synth_labels import SOURCES, annotate_aus, oracle_features, sample_image_affect
+from mmarnn_min.data.synth_render import Shot, background, render_aligned, render_canvas
+from mmarnn_min.data.synth_video import VideoPlan, plan_video
+
+_IMAGES, _VIDEOS = 0, 1  # kinds, in the seeds
+_IMAGE_CHUNK = 64  # images per task
+_VIDEO_CHUNK = 4  # videos per task
+
+
+def sample_rng(config: SynthConfig, split: str, kind: int, *index: int) -> np.random.Generator:
+    """The random stream of one image (kind 0, source, index) or video (kind 1, index)."""
+    return np.random.default_rng([config.seed, split_index(split), kind, *index])
+
+
+def render_image(config: SynthConfig, split: str, source: int, index: int) -> dict[str, np.ndarray]:
+    """One labelled image: the aligned crop (S,S,3) uint8, its landmarks (5,2) in crop pixels,
+    the true expression, AUs and VA, and the binary AU labels of the annotator."""
+    rng = sample_rng(config, split, _IMAGES, source, index)
+    identity = Identity.sample(rng)
+    shot = Shot.sample(rng, config.canvas_size)
+    expression = int(rng.integers(NUM_EXPRESSIONS))
+    aus, va = sample_image_affect(rng, expression)
+    au_labels = annotate_aus(rng, aus)
+    blink = rng.uniform(0.6, 1.0) if rng.random() < 0.03 else 0.0
+    side = config.canvas_size if config.render == "canvas" else config.image_size
+    backdrop = background(rng, side, side)
+    crop, landmarks = render_aligned(identity, aus, shot, backdrop, rng, config.image_size,
+                                     config.render, blink)
+    return {"images": crop, "landmarks": landmarks.astype(np.float32), "true_expression": expression,
+            "true_aus": aus, "true_va": va, "au_labels": au_labels}
+
+
+def video_plan(config: SynthConfig, split: str, index: int) -> tuple[VideoPlan, np.random.Generator]:
+    """A video's labels and trajectories, and the random stream that goes on to render it."""
+    rng = sample_rng(config, split, _VIDEOS, index)
+    length = int(rng.integers(config.min_frames, config.max_frames + 1))
+    return plan_video(rng, length, config.fps), rng
+
+
+def render_video(config: SynthConfig, split: str, index: int, canvas: bool = False,
+                 ) -> tuple[np.ndarray, np.ndarray, VideoPlan]:
+    """The frames of one video and their true landmarks, with its plan. ``canvas=False``:
+    aligned crops (L,S,S,3) and landmarks in crop pixels (L,5,2), made as ``config.render``
+    says; ``canvas=True``: the canvas frames (L,C,C,3) and landmarks in canvas pixels."""
+    plan, rng = video_plan(config, split, index)
+    identity = Identity.sample(rng)
+    shot = Shot.sample(rng, config.canvas_size)
+    use_canvas = canvas or config.render == "canvas"
+    side = config.canvas_size if use_canvas else config.image_size
+    backdrop = background(rng, side, side)
+    size = config.canvas_size if canvas else config.image_size
+    frames = np.empty((plan.length, size, size, 3), np.uint8)
+    landmarks = np.empty((plan.length, 5, 2), np.float32)
+    for t in range(plan.length):
+        yaw, pitch, roll, dx, dy = plan.motion[t]
+        shot_t = shot.moved(yaw, pitch, roll, dx * shot.iod, dy * shot.iod)
+        if canvas:
+            frames[t], landmarks[t] = render_canvas(identity, plan.aus[t], shot_t, backdrop, rng,
+                                                    plan.blink[t])
+        else:
+            frames[t], landmarks[t] = render_aligned(identity, plan.aus[t], shot_t, backdrop, rng,
+                                                     config.image_size, config.render, plan.blink[t])
+    return frames, landmarks, plan
+
+
+def _image_chunk(config: SynthConfig, split: str, source: int, start: int, stop: int,
+                 ) -> dict[str, np.ndarray]:
+    samples = [render_image(config, split, source, i) for i in range(start, stop)]
+    return {key: np.stack([np.asarray(s[key]) for s in samples]) for key in samples[0]}
+
+
+def _video_chunk(config: SynthConfig, split: str, start: int, stop: int) -> dict[str, np.ndarray]:
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in
+                                          ("frames", "landmarks", "aus", "va", "oracle", "lengths",
+                                           "reactions", "windows")}
+    for index in range(start, stop):
+        frames, landmarks, plan = render_video(config, split, index)
+        parts["frames"].append(frames)
+        parts["landmarks"].append(landmarks)
+        parts["aus"].append(plan.aus)
+        parts["va"].append(plan.va)
+        parts["oracle"].append(oracle_features(plan.aus, plan.va))
+        parts["lengths"].append(np.array([plan.length]))
+        parts["reactions"].append(plan.reactions[None])
+        parts["windows"].append(np.array([plan.window]))
+    return {key: np.concatenate(value) for key, value in parts.items()}
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """fork on Linux: workers start at once and the caller's script needs no
+    ``if __name__ == "__main__":`` guard. The workers run numpy and OpenCV only, which was
+    checked to be safe after torch's and OpenCV's thread pools ran in the parent (Python 3.12+
+    warns about forking a threaded process in general; that warning is silenced). Elsewhere
+    spawn, which re-imports the caller's main module: guard your script."""
+    return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+
+
+def _run(tasks: list[tuple], job: Callable[..., dict[str, np.ndarray]], workers: int | None,
+         ) -> dict[str, np.ndarray]:
+    """Run ``job(*task)`` for every task, on ``workers`` processes (None: all cores; 1: here),
+    and concatenate the resulting arrays in task order."""
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if workers <= 1 or len(tasks) <= 1:
+        results = [job(*task) for task in tasks]
+    else:
+        with warnings.catch_warnings(), ProcessPoolExecutor(min(workers, len(tasks)),
+                                                             mp_context=_pool_context()) as pool:
+            warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+            results = list(pool.map(job, *zip(*tasks)))
+    return {key: np.concatenate([r[key] for r in results]) for key in results[0]}
+
+
+def make_image_arrays(config: SynthConfig, split: str, workers: int | None = None,
+                      ) -> dict[str, np.ndarray]:
+    """Render a split's images, source after source: arrays keyed as in ``render_image`` plus
+    "source" (N,) int64."""
+    count = config.images_per_source(split)
+    tasks = [(config, split, source, start, min(start + _IMAGE_CHUNK, count))
+             for source in range(len(SOURCES)) for start in range(0, count, _IMAGE_CHUNK)]
+    if not tasks:
+        raise ValueError(f"the config asks for no {split} images")
+    arrays = _run(tasks, _image_chunk, workers)
+    arrays["source"] = np.repeat(np.arange(len(SOURCES)), count)
+    return arrays
+
+
+def make_video_arrays(config: SynthConfig, split: str, workers: int | None = None,
+                      ) -> dict[str, np.ndarray]:
+    """Render a split's videos, concatenated along frames: frames (sum L,S,S,3), landmarks,
+    aus, va, oracle (sum L, ...), and per video lengths (V,), reactions (V,7), windows (V,2)."""
+    count = config.num_videos(split)
+    if count == 0:
+        raise ValueError(f"the config asks for no {split} videos")
+    tasks = [(config, split, start, min(start + _VIDEO_CHUNK, count))
+             for start in range(0, count, _VIDEO_CHUNK)]
+    return _run(tasks, _video_chunk, workers)
+

@@ -1,0 +1,195 @@
+"""SynthAffect images: determinism, the Du-table label rules, the three sources, the renderer
+and the cache."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mmarnn_min.affect import AUS, DU_TABLE, EXPRESSIONS, au_relation_matrix
+from mmarnn_min.data import synth_cache
+from mmarnn_min.data.synth import SOURCES, SynthConfig, make_images
+from mmarnn_min.data.synth_face import Identity, face_geometry
+from mmarnn_min.data.synth_labels import (
+    annotate_aus, expression_probabilities, oracle_features, sample_image_affect,
+)
+from mmarnn_min.data.synth_make import make_image_arrays, render_image
+from mmarnn_min.data.synth_render import Shot, render_crop
+from mmarnn_min.faces import align_template
+
+TINY = SynthConfig(image_size=32, canvas_size=96, train_images_per_source=6, eval_images_per_source=3,
+                   train_videos=3, eval_videos=2, min_frames=8, max_frames=16)
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("MMARNN_CACHE", str(tmp_path))
+    return tmp_path
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10 ** 6), index=st.integers(0, 10 ** 4),
+       render=st.sampled_from(["canvas", "crop"]))
+def test_an_image_is_a_function_of_the_seed(seed, index, render):
+    config = replace(TINY, seed=seed, render=render)
+    first = render_image(config, "train", 2, index)
+    again = render_image(config, "train", 2, index)
+    for key in first:
+        np.testing.assert_array_equal(first[key], again[key])
+    other = render_image(replace(config, seed=seed + 1), "train", 2, index)
+    assert not np.array_equal(first["images"], other["images"])
+
+
+def test_images_do_not_depend_on_the_number_of_workers():
+    one = make_image_arrays(TINY, "val", workers=1)
+    two = make_image_arrays(replace(TINY, eval_images_per_source=70), "val", workers=2)  # 2 chunks
+    for key in one:
+        np.testing.assert_array_equal(one[key][:3], two[key][:3])  # source 0, images 0..2
+
+
+@pytest.mark.parametrize("expression", EXPRESSIONS)
+def test_labels_follow_the_du_table(expression):
+    rng = np.random.default_rng(EXPRESSIONS.index(expression))
+    samples = [sample_image_affect(rng, EXPRESSIONS.index(expression)) for _ in range(400)]
+    aus = np.stack([s[0] for s in samples])  # (400,17)
+    va = np.stack([s[1] for s in samples])
+    labels = annotate_aus(rng, aus)
+    prototypical, observational = DU_TABLE.get(expression, ((), ()))
+    related = [AUS.index(au) for au in prototypical + observational]
+    others = [k for k in range(len(AUS)) if k not in related]
+    np.testing.assert_array_equal(  # the AUs it uses are the matrix R of DESIGN section 2
+        np.sort(related), np.flatnonzero(au_relation_matrix()[EXPRESSIONS.index(expression)].numpy()))
+    for au in prototypical:  # strong, and labelled present most of the time
+        assert aus[:, AUS.index(au)].mean() > 0.45 and labels[:, AUS.index(au)].mean() > 0.6
+    for au in observational:  # sometimes
+        present = labels[:, AUS.index(au)].mean()
+        assert 0.1 < present < 0.7
+    assert aus[:, others].mean() < 0.1 and labels[:, others].mean() < 0.03  # faint noise
+    if expression == "neutral":
+        assert np.abs(va).mean() < 0.15
+    assert (np.abs(va) <= 1).all()
+    assert (expression_probabilities(aus).argmax(1) == EXPRESSIONS.index(expression)).mean() > 0.9
+
+
+def test_oracle_features_are_probabilities():
+    rng = np.random.default_rng(0)
+    aus, va = rng.uniform(0, 1, (50, 17)), rng.uniform(-1, 1, (50, 2))
+    z = oracle_features(aus, va)
+    assert z.shape == (50, 26) and z.dtype == np.float32
+    np.testing.assert_allclose(z[:, :2], va, rtol=1e-6)
+    np.testing.assert_allclose(z[:, 2:9].sum(1), 1.0, rtol=1e-5)
+    assert ((z[:, 9:] >= 0) & (z[:, 9:] <= 1)).all()
+    rising = oracle_features(np.linspace(0, 1, 11)[:, None].repeat(17, 1), np.zeros((11, 2)))
+    assert (np.diff(rising[:, 9:], axis=0) >= 0).all()  # AU probability grows with intensity
+
+
+def test_sources_keep_only_their_labels(cache_dir):
+    images = make_images(TINY, "train", workers=1, verbose=False)
+    n = TINY.train_images_per_source
+    assert len(images) == 3 * n and images.images.shape == (3 * n, 32, 32, 3)
+    for source, name in enumerate(SOURCES):
+        rows = images.source == source
+        assert rows.sum() == n
+        has_expression_va = name in ("expr_va", "all")
+        has_aus = name in ("aus", "all")
+        assert (images.expression[rows] >= 0).all() == has_expression_va
+        assert (images.expression[rows] == -1).all() != has_expression_va
+        assert np.isfinite(images.va[rows]).all() == has_expression_va
+        assert np.isnan(images.va[rows]).all() != has_expression_va
+        assert np.isfinite(images.aus[rows]).all() == has_aus
+        if has_aus:
+            assert set(np.unique(images.aus[rows])) <= {0.0, 1.0}
+    assert np.isfinite(images.true_aus).all() and (images.true_expression >= 0).all()
+
+
+def test_canvas_landmarks_land_near_the_template():
+    """Through canvas + alignment, the true landmarks end near the template (not on it: the
+    fit is least squares over 5 points that pose and AUs move)."""
+    config = replace(TINY, image_size=64, canvas_size=160)
+    for index in range(10):
+        sample = render_image(config, "test", 0, index)
+        assert np.abs(sample["landmarks"] - align_template(64)).max() < 8
+
+
+def _plain_crop(aus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A frontal face without light, blur or noise, drawn into a 96 x 96 crop."""
+    identity = Identity.sample(np.random.default_rng(3))
+    shot = Shot(0.0, 0.0, 0.0, (0.0, 0.0), 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, (1.0, 1.0, 1.0))
+    backdrop = np.full((96, 96, 3), 200, np.uint8)
+    return render_crop(identity, aus, shot, backdrop, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("au", AUS)
+def test_every_au_changes_the_face(au):
+    neutral, _ = _plain_crop(np.zeros(17))
+    aus = np.zeros(17)
+    aus[AUS.index(au)] = 1.0
+    moved, _ = _plain_crop(aus)
+    changed = np.abs(moved.astype(int) - neutral).max(axis=2) > 25
+    assert changed.sum() >= 15, f"AU{au} changes only {changed.sum()} pixels"
+
+
+def test_mouth_corners_move_as_facs_says():
+    identity = Identity.sample(np.random.default_rng(1))
+
+    def corners(au: int) -> np.ndarray:
+        aus = np.zeros(17)
+        aus[AUS.index(au)] = 1.0
+        return face_geometry(identity, aus).landmarks[3:]  # (2,2) left, right corner
+
+    rest = face_geometry(identity, np.zeros(17)).landmarks[3:]
+    assert (corners(12)[:, 1] < rest[:, 1] - 0.05).all()  # lip corner puller: up
+    assert (corners(15)[:, 1] > rest[:, 1] + 0.05).all()  # lip corner depressor: down
+    assert np.diff(corners(20)[:, 0]) > np.diff(rest[:, 0]) + 0.1  # lip stretcher: wider
+    assert np.diff(corners(23)[:, 0]) < np.diff(rest[:, 0]) - 0.05  # lip tightener: narrower
+
+
+def test_cache_loads_what_it_saved_and_keys_on_the_config(cache_dir, monkeypatch):
+    first = make_images(TINY, "test", workers=1, verbose=False)
+    entries = list((cache_dir / "synthaffect").iterdir())
+    assert len(entries) == 1 and not any(".tmp-" in p.name for p in entries)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("regenerated instead of loading the cache")
+
+    monkeypatch.setattr("mmarnn_min.data.synth.make_image_arrays", must_not_run)
+    again = make_images(TINY, "test", workers=1, verbose=False)
+    np.testing.assert_array_equal(first.images, again.images)
+    np.testing.assert_array_equal(first.va, again.va)
+    assert synth_cache.cache_key(TINY) != synth_cache.cache_key(replace(TINY, seed=1))
+    assert synth_cache.cache_key(TINY) == synth_cache.cache_key(replace(TINY))
+
+
+def test_a_broken_cache_entry_is_regenerated(cache_dir):
+    make_images(TINY, "val", workers=1, verbose=False)
+    entry = synth_cache.entry_dir("images-val", TINY)
+    (entry / "images.npy").write_bytes(b"not an array")
+    images = make_images(TINY, "val", workers=1, verbose=False)
+    assert images.images.shape == (9, 32, 32, 3)
+    assert synth_cache.load(entry) is not None
+
+
+def test_cache_key_changes_with_the_generator_source(monkeypatch, tmp_path):
+    fake = tmp_path / "mmarnn_min"
+    (fake / "data").mkdir(parents=True)
+    for name in ("data/synth_face.py", "faces.py", "affect.py"):
+        (fake / name).write_text("# version 1\n")
+    monkeypatch.setattr(synth_cache, "_PACKAGE", fake)
+    before = synth_cache.cache_key(TINY)
+    (fake / "data/synth_face.py").write_text("# version 2\n")
+    assert synth_cache.cache_key(TINY) != before
+
+
+def test_config_is_checked():
+    with pytest.raises(ValueError, match="render"):
+        SynthConfig(render="paint")
+    with pytest.raises(ValueError, match="min_frames"):
+        SynthConfig(min_frames=50, max_frames=20)
+    with pytest.raises(ValueError, match="split"):
+        TINY.num_videos("dev")
+    assert SynthConfig.paper().max_frames == 480 and SynthConfig.paper().image_size == 112
+
