@@ -24,14 +24,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mmarnn_min.cache import cache_root
+
 _PACKAGE = Path(__file__).resolve().parents[1]  # mmarnn_min/
-
-
-def cache_root() -> Path:
-    if os.environ.get("MMARNN_CACHE"):
-        return Path(os.environ["MMARNN_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "mmarnn_min"
 
 
 def _generator_sources() -> list[Path]:
