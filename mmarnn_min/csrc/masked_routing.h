@@ -60,8 +60,9 @@ inline void check_grad_out(const at::Tensor& grad_out, const at::Tensor& h, int6
 inline int64_t checked_longest_length(const at::Tensor& lengths, int64_t frames) {
   if (lengths.numel() == 0) return 0;
   auto [shortest, longest] = at::aminmax(lengths);
-  const int64_t lo = shortest.item<int64_t>();
-  const int64_t hi = longest.item<int64_t>();
+  const at::Tensor bounds = at::stack({shortest, longest}).cpu();  // one transfer from a GPU
+  const int64_t lo = bounds[0].item<int64_t>();
+  const int64_t hi = bounds[1].item<int64_t>();
   TORCH_CHECK(lo >= 0, "masked_routing: every length must lie in [0, T] = [0, ", frames, "], got ", lo);
   TORCH_CHECK(hi <= frames, "masked_routing: every length must lie in [0, T] = [0, ", frames, "], got ", hi);
   return hi;

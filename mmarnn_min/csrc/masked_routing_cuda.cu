@@ -108,7 +108,7 @@ template <typename scalar_t>
 __global__ void grad_h_kernel(const scalar_t* __restrict__ grad_out, const int64_t* __restrict__ lengths,
                               const scalar_t* __restrict__ weight, scalar_t* __restrict__ grad_h,
                               int64_t batch, int64_t features, int64_t k_total, int64_t width) {
-  extern __shared__ unsigned char shared_bytes[];
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
   scalar_t* g = reinterpret_cast<scalar_t*>(shared_bytes);  // (kVideosPerThread, F)
   const int64_t k = int64_t(blockIdx.x) * kBackwardThreads + threadIdx.x;
   const int64_t b0 = int64_t(blockIdx.y) * kVideosPerThread;
