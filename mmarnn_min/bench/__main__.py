@@ -8,7 +8,7 @@ import argparse
 
 import torch
 
-from mmarnn_min.bench import routing
+from mmarnn_min.bench import gru, routing
 
 PARTS = {
     "routing": lambda device, quick: routing.run(
@@ -17,6 +17,7 @@ PARTS = {
         shape={"frames": 12, "width": 8, "features": 4} if quick else routing.PAPER_SHAPE,
         turns=2 if quick else 7,
     ),
+    "gru": lambda device, quick: gru.run(device, turns=2, **gru.QUICK_SHAPE) if quick else gru.run(device),
 }
 
 

@@ -1,0 +1,44 @@
+"""The training stages of DESIGN section 1, one module each (``mrnn``: paper section 3.2), and
+what they share: choosing the device and writing results so that a killed run never leaves a
+half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"``: CUDA when available, else the CPU; anything else as torch reads it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _replace_atomically(path: Path, write) -> None:
+    """Write into a temporary file next to ``path``, then rename it over ``path`` (atomic on
+    POSIX and Windows): readers see the old file or the new one, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """``torch.save(state, path)``, atomically."""
+    _replace_atomically(Path(path), lambda file: torch.save(state, file))
+
+
+def write_json(data: dict, path: Path) -> None:
+    """``data`` as indented JSON at ``path``, atomically."""
+    _replace_atomically(Path(path), lambda file: file.write((json.dumps(data, indent=2) + "\n").encode()))
