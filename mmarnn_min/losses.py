@@ -1,5 +1,6 @@
-"""Training losses (differentiable, PyTorch): MRNN's Pearson loss (paper, section 3.2) and the
-concordance correlation coefficient used by MMA's valence-arousal loss (section 3.1).
+"""Training losses (differentiable, PyTorch): MRNN's Pearson loss (paper, section 3.2), the
+concordance correlation coefficient, and MMA's multi-task loss with partial labels and the
+distribution-matching term built from the Du et al. table (section 3.1, DESIGN section 2).
 
 Both are computed per column over the batch (dimension 0) with *population* statistics
 (divide by B, not B - 1): the Pearson ratio is the same either way, and CCC follows the

@@ -8,7 +8,7 @@ import argparse
 
 import torch
 
-from mmarnn_min.bench import gru, routing
+from mmarnn_min.bench import gru, mma, routing
 
 PARTS = {
     "routing": lambda device, quick: routing.run(
@@ -18,6 +18,7 @@ PARTS = {
         turns=2 if quick else 7,
     ),
     "gru": lambda device, quick: gru.run(device, turns=2, **gru.QUICK_SHAPE) if quick else gru.run(device),
+    "mma": lambda device, quick: mma.run(device, quick),
 }
 
 

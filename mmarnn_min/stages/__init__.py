@@ -20,7 +20,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def _replace_atomically(path: Path, write) -> None:
+def replace_atomically(path: Path, write) -> None:
     """Write into a temporary file next to ``path``, then rename it over ``path`` (atomic on
     POSIX and Windows): readers see the old file or the new one, never a partial one."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,9 +36,9 @@ def _replace_atomically(path: Path, write) -> None:
 
 def save_checkpoint(state: dict, path: Path) -> None:
     """``torch.save(state, path)``, atomically."""
-    _replace_atomically(Path(path), lambda file: torch.save(state, file))
+    replace_atomically(Path(path), lambda file: torch.save(state, file))
 
 
 def write_json(data: dict, path: Path) -> None:
     """``data`` as indented JSON at ``path``, atomically."""
-    _replace_atomically(Path(path), lambda file: file.write((json.dumps(data, indent=2) + "\n").encode()))
+    replace_atomically(Path(path), lambda file: file.write((json.dumps(data, indent=2) + "\n").encode()))
