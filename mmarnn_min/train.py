@@ -16,8 +16,11 @@ trailing comment as help. Every stage also takes:
 
 Flags given on the command line override the config they start from.
 
-Stages: ``mrnn`` (paper section 3.2), MRNN on planted-signal sequences or on SynthAffect's
-oracle features (``--source oracle``).
+Stages: ``mma`` (paper section 3.1) trains the multi-task CNN on SynthAffect's images into
+OUT/mma; ``features`` runs it frozen over every video into OUT/features; ``mrnn`` (section
+3.2) trains MRNN on planted-signal sequences or on SynthAffect's oracle features
+(``--source oracle``). A flag whose name another flag already has is prefixed by its parent
+(``--data-seed`` for the data set's seed).
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from mmarnn_min.data.planted import PlantedConfig, planted_splits
 from mmarnn_min.data.sequences import oracle_sequences
 from mmarnn_min.data.synth_config import SynthConfig
 from mmarnn_min.stages import resolve_device, write_json
+from mmarnn_min.stages.features import run_features
+from mmarnn_min.stages.mma import MMATrainConfig, train_mma
 from mmarnn_min.stages.mrnn import MRNNTrainConfig, train_mrnn
 
 
@@ -63,8 +68,36 @@ def run_mrnn(config: MRNNStageConfig, out: Path, device: str, seed: int, resume:
     return results
 
 
+@dataclass
+class MMAStageConfig:
+    train: MMATrainConfig = field(default_factory=MMATrainConfig)
+    data: SynthConfig = field(default_factory=SynthConfig)
+
+
+def run_mma(config: MMAStageConfig, out: Path, device: str, seed: int, resume: bool) -> dict:
+    """Stage ``mma`` (paper section 3.1): the multi-task CNN on SynthAffect's three image sources."""
+    return train_mma(config.train, config.data, out / "mma", resolve_device(device), seed, resume)
+
+
+@dataclass
+class FeaturesStageConfig:
+    data: SynthConfig = field(default_factory=SynthConfig)  # must equal the one stage mma trained on
+    batch_size: int = 512  # frames per forward pass of the frozen MMA
+
+
+def run_features_stage(config: FeaturesStageConfig, out: Path, device: str, seed: int, resume: bool) -> dict:
+    """Stage ``features``: the frozen MMA (OUT/mma/best.pt) over every video, cached per split."""
+    checkpoint = out / "mma" / "best.pt"
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"stage features needs a trained MMA at {checkpoint}: run stage mma with --out {out}")
+    paths = run_features(config.data, checkpoint, out / "features", resolve_device(device), batch_size=config.batch_size)
+    return {split: str(path) for split, path in paths.items()}
+
+
 # stage name -> (config dataclass, runner, one-line description)
 STAGES: dict[str, tuple[type, Callable[..., dict], str]] = {
+    "mma": (MMAStageConfig, run_mma, "train MMA (residual multi-task CNN) on SynthAffect's images"),
+    "features": (FeaturesStageConfig, run_features_stage, "cache the frozen MMA's per-frame features of every video"),
     "mrnn": (MRNNStageConfig, run_mrnn, "train MRNN (GRU + masked routing) on per-frame feature sequences"),
 }
 
@@ -95,14 +128,25 @@ def get_path(config: Any, path: tuple[str, ...]) -> Any:
     return config
 
 
+COMMON_FLAGS = {"config", "out", "device", "seed", "threads", "resume"}  # every stage's own flags
+
+
+def flag_name(path: tuple[str, ...], taken: set[str]) -> str:
+    """``--field-name``, or ``--parent-field-name`` when the leaf's name is already a flag
+    (e.g. SynthConfig's ``seed`` becomes ``--data-seed`` beside the training ``--seed``)."""
+    name = path[-1] if path[-1] not in taken else "_".join(path)
+    if name in taken:
+        raise ValueError(f"two config fields give the flag --{name}: flags must be unique")
+    return name
+
+
 def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     """One ``--name`` per leaf field of ``cls``; a flag not given leaves no attribute."""
     defaults = cls()
-    seen: set[str] = set()
+    taken = set(COMMON_FLAGS)
     for path, f, kind in leaf_fields(cls):
-        if f.name in seen:
-            raise ValueError(f"two config fields are named {f.name!r}: flags must be unique")
-        seen.add(f.name)
+        name = flag_name(path, taken)
+        taken.add(name)
         owner = get_path(defaults, path[:-1])
         comment = field_comments(type(owner)).get(f.name, "")
         options: dict[str, Any] = dict(dest=".".join(path), default=argparse.SUPPRESS,
@@ -114,7 +158,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
             options.update(choices=choices, type=type(choices[0]))
         else:
             options.update(type=kind, metavar=kind.__name__.upper())
-        parser.add_argument("--" + f.name.replace("_", "-"), **options)
+        parser.add_argument("--" + name.replace("_", "-"), **options)
 
 
 def config_from_dict(cls: type, data: dict) -> Any:
