@@ -25,12 +25,6 @@ TINY = SynthConfig(image_size=32, canvas_size=96, train_images_per_source=6, eva
                    train_videos=3, eval_videos=2, min_frames=8, max_frames=16)
 
 
-@pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("MMARNN_CACHE", str(tmp_path))
-    return tmp_path
-
-
 @settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 10 ** 6), index=st.integers(0, 10 ** 4),
        render=st.sampled_from(["canvas", "crop"]))

@@ -26,12 +26,6 @@ TINY = SynthConfig(image_size=32, canvas_size=96, train_images_per_source=6, eva
                    train_videos=3, eval_videos=2, min_frames=8, max_frames=16)
 
 
-@pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("MMARNN_CACHE", str(tmp_path))
-    return tmp_path
-
-
 def test_video_set_shapes_and_labels(cache_dir):
     videos = make_videos(TINY, "train", workers=1, verbose=False)
     assert len(videos) == 3 and videos.ids == [video_id("train", v) for v in range(3)]

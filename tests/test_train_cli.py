@@ -10,9 +10,8 @@ TINY_DATA = ["--train-images-per-source", "24", "--eval-images-per-source", "8",
 TINY_MMA = ["--epochs", "1", "--stem-channels", "8", "--width", "8", "--stages", "2", "--embedding-size", "16"]
 
 
-def test_stages_mma_then_features(tmp_path, monkeypatch):
-    monkeypatch.setenv("MMARNN_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "run"
+def test_stages_mma_then_features(cache_dir):
+    out = cache_dir / "run"
     common = ["--out", str(out), "--device", "cpu", "--threads", "1"]
     results = main(["mma", *common, *TINY_MMA, *TINY_DATA])
     assert (out / "mma" / "best.pt").exists() and "test" in results
