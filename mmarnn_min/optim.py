@@ -84,6 +84,6 @@ def mrnn_optimizer(model: nn.Module, lr: float = 1e-3, betas: tuple[float, float
     """LazyAdam for an ``MRNN``: frame blocks for ``routing_weight``, plain Adam for the rest."""
     others = [p for name, p in model.named_parameters() if name != "routing_weight"]
     return LazyAdam(
-        [{"params": [model.routing_weight], "frames": model.config.max_frames}, {"params": others}],
+        [{"params": [model.routing_weight], "frames": model.config.routed_frames}, {"params": others}],
         lr=lr, betas=betas, eps=eps,
     )
