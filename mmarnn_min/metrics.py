@@ -69,7 +69,11 @@ def expression_f1(pred_labels, true_labels, num_classes: int = 7) -> float:
 
 def au_f1(pred_probs, true_labels, threshold: float = 0.5) -> float:
     """Macro F1 over the AU columns: pred_probs (N, K) thresholded at ``threshold`` (an AU is
-    active when its probability is >= threshold), true_labels (N, K) in {0, 1}."""
-    predicted = _as_float64(pred_probs) >= threshold
-    actual = _as_float64(true_labels) > 0.5
-    return float(_f1_per_class(predicted, actual).mean())
+    active when its probability is >= threshold), true_labels (N, K) in {0, 1}. A NaN label
+    means "not coded" (real data sets code different AUs): each AU's F1 counts only the
+    samples that code it, and the mean skips AUs no sample codes."""
+    probs, labels = _as_float64(pred_probs), _as_float64(true_labels)
+    coded = ~np.isnan(labels)                                      # (N, K)
+    predicted = (probs >= threshold) & coded
+    actual = (np.nan_to_num(labels) > 0.5) & coded
+    return float(_f1_per_class(predicted, actual)[coded.any(axis=0)].mean())

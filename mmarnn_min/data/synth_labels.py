@@ -49,6 +49,9 @@ AU_THRESHOLD = 0.5      # intensity at which the annotator is undecided
 ANNOTATOR_SCALE = 0.1   # logistic noise of the annotator
 NEUTRAL_SCORE = 0.2     # expression score of neutral
 EXPRESSION_SHARPNESS = 12.0
+MIN_STRENGTH = 0.2      # weakest expression an image shows: video frames show weak ones too,
+                        # and a network that never saw them misreads them (measured: with 0.5,
+                        # MMA's features on video frames correlated only 0.35-0.55 with the oracle's)
 
 
 def _du_weights() -> tuple[np.ndarray, np.ndarray]:
@@ -76,14 +79,14 @@ def faint_aus(rng: np.random.Generator, shape) -> np.ndarray:
 
 def sample_image_affect(rng: np.random.Generator, expression: int) -> tuple[np.ndarray, np.ndarray]:
     """AU intensities (17,) and valence-arousal (2,) of a picture showing ``expression``
-    (index into EXPRESSIONS), by the Du rules: prototypical AUs strong, observational ones
-    half of the time, the others faint; VA at the expression's circumplex place times its
-    strength, plus noise."""
+    (index into EXPRESSIONS), by the Du rules at a strength s uniform in [MIN_STRENGTH, 1]:
+    prototypical AUs at 0.7-1 s, observational ones half of the time at 0.3-0.8 s, the others
+    faint; VA at the expression's circumplex place times s, plus noise."""
     aus = faint_aus(rng, NUM_AUS)
     name = EXPRESSIONS[expression]
     strength = 0.0
     if name != "neutral":
-        strength = rng.uniform(0.5, 1.0)
+        strength = rng.uniform(MIN_STRENGTH, 1.0)
         prototypical, observational = DU_TABLE[name]
         for au in prototypical:
             aus[AUS.index(au)] = strength * rng.uniform(0.7, 1.0)
