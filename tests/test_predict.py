@@ -1,0 +1,199 @@
+"""``python -m mmarnn_min.predict``: one real video file through decode, landmarks, alignment,
+MMA and MRNN equals the same steps done by hand; the checkpoint layouts; clear user errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mmarnn_min.affect import REACTIONS
+from mmarnn_min.data.synth import SynthConfig, export_videos
+from mmarnn_min.faces import align_faces
+from mmarnn_min.mma import MMA, MMAConfig, predict_features
+from mmarnn_min.mrnn import MRNN, MRNNConfig
+from mmarnn_min.predict import load_trained, main, predict_video, video_crops
+from mmarnn_min.video import read_video, write_video
+
+TINY = SynthConfig(image_size=32, canvas_size=96, train_images_per_source=6, eval_images_per_source=3,
+                   train_videos=1, eval_videos=1, min_frames=10, max_frames=16)
+MRNN_CONFIG = MRNNConfig(hidden_size=8, routed_size=4, max_frames=64)
+
+
+@pytest.fixture(autouse=True)
+def fallback_routing(cache_dir, monkeypatch):
+    """A fresh cache, and the plain-PyTorch routing: no extension build in these tests."""
+    monkeypatch.setenv("MMARNN_BACKEND", "fallback")
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    """A SynthAffect video file with its landmarks file beside it."""
+    return export_videos(TINY, tmp_path_factory.mktemp("videos"), splits=("train",), count=1)[0]
+
+
+def tiny_models(seed: int, max_frames: int = 64) -> tuple[MMA, MRNN]:
+    """Untrained tiny models; MRNN's weights are spread out so that its output follows its input."""
+    torch.manual_seed(seed)
+    mrnn = MRNN(replace(MRNN_CONFIG, max_frames=max_frames))
+    with torch.no_grad():
+        for parameter in mrnn.parameters():
+            parameter.normal_(0.0, 0.3)
+    return MMA(MMAConfig.tiny()).eval(), mrnn.eval()
+
+
+def save_run(run_dir: Path, mma: MMA, mrnn: MRNN, e2e: bool = False) -> Path:
+    """Save the models in the layout of a training run; returns ``run_dir``."""
+    if e2e:
+        (run_dir / "e2e").mkdir(parents=True)
+        torch.save({"mma": mma.state_dict(), "mma_config": asdict(mma.config), "image_size": TINY.image_size,
+                    "mrnn": mrnn.state_dict(), "mrnn_config": asdict(mrnn.config)}, run_dir / "e2e" / "best.pt")
+    else:
+        (run_dir / "mma").mkdir(parents=True)
+        (run_dir / "mrnn").mkdir(parents=True)
+        torch.save({"model": mma.state_dict(), "config": asdict(mma.config), "image_size": TINY.image_size,
+                    "epoch": 1}, run_dir / "mma" / "best.pt")
+        torch.save({"model": mrnn.state_dict(), "config": asdict(mrnn.config)}, run_dir / "mrnn" / "best.pt")
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return save_run(tmp_path_factory.mktemp("run"), *tiny_models(seed=0))
+
+
+def by_hand(video: Path, mma: MMA, mrnn: MRNN) -> np.ndarray:
+    """The pipeline's steps, each done directly: -> (7,) intensities."""
+    frames = read_video(video).frames                                              # (N,H,W,3)
+    landmarks = np.load(video.with_name(f"{video.stem}.landmarks.npy"))            # (N,5,2)
+    assert np.isfinite(landmarks).all()  # a face in every frame: no frame to drop
+    z = torch.from_numpy(predict_features(mma, align_faces(frames, landmarks, TINY.image_size)))  # (N,26)
+    with torch.no_grad():
+        return mrnn(z[None], torch.tensor([len(z)]))[0].numpy()
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    """Exit code and stderr of a CLI run expected to fail."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_prediction_equals_the_steps_done_by_hand(video, run_dir):
+    pipeline = load_trained(run_dir)
+    result = predict_video(pipeline, video)
+    frames = len(read_video(video).frames)
+    assert result["video"] == str(video) and result["detector"] == "landmarks"  # auto finds the file
+    assert result["frames"] == result["frames_with_face"] == frames
+    assert list(result["intensities"]) == list(REACTIONS)
+    np.testing.assert_allclose(list(result["intensities"].values()), by_hand(video, pipeline.mma, pipeline.mrnn),
+                               atol=1e-5, rtol=0)
+
+
+def test_cli_prints_json_and_a_table(video, run_dir, capsys):
+    result = main([str(video), "--checkpoint", str(run_dir), "--json", "--device", "cpu"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == result and list(printed["intensities"]) == list(REACTIONS)
+    main([str(video), "--checkpoint", str(run_dir), "--device", "cpu"])
+    table = capsys.readouterr().out
+    assert all(reaction in table for reaction in REACTIONS)
+    assert f"{result['intensities']['Fear']:.4f}" in table
+
+
+def test_the_end_to_end_checkpoint_is_preferred(video, tmp_path):
+    mma, mrnn = tiny_models(seed=0)
+    e2e_mma, e2e_mrnn = tiny_models(seed=1)
+    save_run(tmp_path, mma, mrnn)
+    save_run(tmp_path, e2e_mma, e2e_mrnn, e2e=True)
+    pipeline = load_trained(tmp_path)
+    assert pipeline.source == (tmp_path / "e2e" / "best.pt",) and pipeline.image_size == TINY.image_size
+    result = predict_video(pipeline, video)
+    np.testing.assert_allclose(list(result["intensities"].values()), by_hand(video, e2e_mma, e2e_mrnn),
+                               atol=1e-5, rtol=0)
+    assert not np.allclose(list(result["intensities"].values()), by_hand(video, mma, mrnn), atol=1e-3)
+
+
+def test_stride_reads_every_kth_frame(video, run_dir):
+    frames = len(read_video(video).frames)
+    crops, indices = video_crops(video, "landmarks", size=TINY.image_size, stride=2)
+    assert crops.shape == (math.ceil(frames / 2), TINY.image_size, TINY.image_size, 3) and crops.dtype == np.uint8
+    np.testing.assert_array_equal(indices, np.arange(0, frames, 2))
+    result = predict_video(load_trained(run_dir), video, stride=2)
+    assert result["frames"] == result["frames_with_face"] == math.ceil(frames / 2)
+
+
+def test_frames_without_a_face_are_dropped(video, tmp_path):
+    copy = Path(shutil.copy(video, tmp_path / "clip.mp4"))
+    landmarks = np.load(video.with_name(f"{video.stem}.landmarks.npy"))
+    landmarks[1::3] = np.nan  # no face in frames 1, 4, 7, ...
+    np.save(tmp_path / "clip.landmarks.npy", landmarks)
+    crops, indices = video_crops(copy, "auto", size=TINY.image_size)
+    keep = np.isfinite(landmarks).all(axis=(1, 2))
+    np.testing.assert_array_equal(indices, np.flatnonzero(keep))
+    np.testing.assert_array_equal(crops, align_faces(read_video(copy).frames[keep], landmarks[keep], TINY.image_size))
+
+
+def test_missing_checkpoint(video, tmp_path, capsys):
+    code, err = run_cli([str(video), "--checkpoint", str(tmp_path)], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert str(tmp_path / "mma" / "best.pt") in err and f"python -m mmarnn_min.train --out {tmp_path}" in err
+
+
+def test_missing_video(run_dir, tmp_path, capsys):
+    code, err = run_cli([str(tmp_path / "nothing.mp4"), "--checkpoint", str(run_dir)], capsys)
+    assert code == 2 and "video file not found" in err and "nothing.mp4" in err
+
+
+def test_corrupt_video(run_dir, tmp_path, capsys):
+    path = tmp_path / "x.mp4"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    code, err = run_cli([str(path), "--checkpoint", str(run_dir)], capsys)
+    assert code == 2 and "cannot open video" in err and "x.mp4" in err and "Traceback" not in err
+
+
+def test_no_face_in_the_landmarks(video, run_dir, tmp_path, capsys):
+    copy = shutil.copy(video, tmp_path / "clip.mp4")
+    frames = len(read_video(video).frames)
+    np.save(tmp_path / "clip.landmarks.npy", np.full((frames, 5, 2), np.nan, np.float32))
+    code, err = run_cli([str(copy), "--checkpoint", str(run_dir)], capsys)
+    assert code == 2 and f"no face found in any of the {frames} frames of {copy}" in err
+
+
+def test_no_face_in_blank_frames(run_dir, tmp_path, capsys):
+    blank = write_video(tmp_path / "blank.mp4", np.full((6, 64, 64, 3), 128, np.uint8), fps=25.0)
+    code, err = run_cli([str(blank), "--checkpoint", str(run_dir), "--detector", "haar"], capsys)
+    assert code == 2 and f"no face found in any of the 6 frames of {blank}" in err
+
+
+def test_landmarks_file_missing_or_of_the_wrong_shape(video, run_dir, tmp_path, capsys):
+    copy = shutil.copy(video, tmp_path / "clip.mp4")
+    code, err = run_cli([str(copy), "--checkpoint", str(run_dir), "--detector", "landmarks"], capsys)
+    assert code == 2 and "clip.landmarks.npy" in err
+    np.save(tmp_path / "clip.landmarks.npy", np.zeros((3, 5, 2), np.float32))
+    code, err = run_cli([str(copy), "--checkpoint", str(run_dir), "--detector", "landmarks"], capsys)
+    assert code == 2 and "got (3, 5, 2)" in err
+
+
+def test_too_many_frames_suggests_the_smallest_stride_that_fits(video, tmp_path, capsys):
+    run = save_run(tmp_path, *tiny_models(seed=0, max_frames=4))
+    frames = len(read_video(video).frames)
+    code, err = run_cli([str(video), "--checkpoint", str(run)], capsys)
+    assert code == 2 and f"{frames} of its {frames} frames" in err and "max_frames = 4" in err
+    stride = math.ceil(frames / 4)  # a face in every frame: ceil(frames / stride) must be <= 4
+    assert f"the smallest --stride that fits is {stride}" in err
+    result = main([str(video), "--checkpoint", str(run), "--stride", str(stride), "--json"])
+    assert result["frames_with_face"] <= 4
+    shorter = stride - 1  # >= 2 for 10..16 frames: a stride too short, not 1; its first fitting multiple is 2x
+    code, err = run_cli([str(video), "--checkpoint", str(run), "--stride", str(shorter)], capsys)
+    assert code == 2 and f"--stride {2 * shorter} fits (the smallest multiple of {shorter} that does)" in err
+
+
+def test_bad_stride_is_a_usage_error(video, run_dir, capsys):
+    code, err = run_cli([str(video), "--checkpoint", str(run_dir), "--stride", "0"], capsys)
+    assert code == 2 and "--stride must be >= 1" in err
