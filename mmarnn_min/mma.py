@@ -135,7 +135,7 @@ class MMA(nn.Module):
 def images_to_tensor(images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """Crops as stored, (N, S, S, 3) uint8 RGB, -> MMA's input (N, 3, S, S) float32 in [0, 1]
     on ``device`` (moved as uint8, a quarter of the bytes, then converted there). The result
-    is a view of the pixels in the channels_last layout, the faster one for convolutions."""
+    keeps the channels_last memory layout of the pixels, the faster one for convolutions."""
     images = torch.as_tensor(images).to(device, non_blocking=True)
     return images.permute(0, 3, 1, 2).float().div_(255)
 

@@ -36,9 +36,9 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny MMA trained for 12 epochs (about 7 s on one core), its results and lines."""
+    """A tiny MMA trained for 20 epochs (about 10 s on one core), its results and lines."""
     out, lines = tmp_path_factory.mktemp("mma"), []
-    config = MMATrainConfig(model=MMAConfig.tiny(), epochs=12, batch_size=32, lr=1e-2)
+    config = MMATrainConfig(model=MMAConfig.tiny(), epochs=20, batch_size=32, lr=1e-2)
     return out, train_mma(config, SMALL, out, log=lines.append), lines
 
 
@@ -121,7 +121,7 @@ def test_features_are_cached_per_checkpoint_and_read_back_as_sequences(trained, 
         with torch.inference_mode():
             alone = model.features(torch.from_numpy(video.frames).permute(0, 3, 1, 2).float() / 255).numpy()
         np.testing.assert_allclose(z, alone, rtol=1e-4, atol=1e-5)
-    np.testing.assert_array_equal(np.concatenate(extract_features(model, [v.frames for v in videos], 64)),
+    np.testing.assert_array_equal(np.concatenate(extract_features(model, [v.frames for v in videos], 5)),
                                   np.concatenate(per_video))
 
     lines = []

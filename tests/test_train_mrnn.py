@@ -13,12 +13,9 @@ from mmarnn_min.data.sequences import SequenceDataset, oracle_sequences, pad_col
 from mmarnn_min.data.synth_config import SynthConfig
 from mmarnn_min.mrnn import MRNN, MRNNConfig
 from mmarnn_min.stages.mrnn import MRNNTrainConfig, train_mrnn
-from mmarnn_min.train import MRNNStageConfig, build_parser, config_from_dict, main
 
 TINY_MODEL = MRNNConfig(hidden_size=32, routed_size=16, max_frames=32)
 TINY_DATA = PlantedConfig(num_train=512, num_val=128, window=8)
-TINY_FLAGS = ["--hidden-size", "8", "--routed-size", "4", "--max-frames", "16", "--num-train", "64",
-              "--num-val", "16", "--window", "2", "--batch-size", "16"]
 
 
 def test_planted_is_deterministic_and_well_formed():
@@ -102,37 +99,3 @@ def test_mse_ablation_runs(tmp_path):
     train_set, val_set = planted_splits(PlantedConfig(num_train=32, num_val=8, window=2), 16)
     config = MRNNTrainConfig(model=MRNNConfig(hidden_size=8, routed_size=4, max_frames=16), epochs=1, batch_size=16, loss="mse")
     assert math.isfinite(train_mrnn(config, train_set, val_set, tmp_path, log=lambda line: None)["history"][0]["train_loss"])
-
-
-def test_cli_flags_come_from_the_config_dataclasses(tmp_path, capsys):
-    help_text = build_parser()._subparsers._group_actions[0].choices["mrnn"].format_help()
-    for flag in ("--hidden-size", "--max-frames", "--rnn", "--no-sigmoid", "--loss", "--num-train", "--window", "--lr"):
-        assert flag in help_text
-    assert "GRU units (paper: 128)" in help_text
-
-    out = tmp_path / "run"
-    results = main(["mrnn", "--out", str(out), "--epochs", "1", "--loss", "mse", "--rnn", "torch_gru", *TINY_FLAGS])
-    saved = json.loads((out / "config.json").read_text())
-    assert saved["train"]["epochs"] == 1 and saved["train"]["loss"] == "mse"
-    assert saved["train"]["model"]["rnn"] == "torch_gru" and saved["data"]["window"] == 2
-    assert config_from_dict(MRNNStageConfig, saved).train.model.hidden_size == 8
-    assert len(results["history"]) == 1 and (out / "metrics.json").exists()
-    assert "best validation Pearson" in capsys.readouterr().out
-
-    # --resume starts from the run's own config; flags given override it
-    threads = torch.get_num_threads()
-    try:
-        resumed = main(["mrnn", "--out", str(out), "--resume", "--epochs", "2", "--threads", "1"])
-        assert torch.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(threads)
-    assert len(resumed["history"]) == 2 and json.loads((out / "config.json").read_text())["train"]["loss"] == "mse"
-
-    oracle = main(["mrnn", "--source", "oracle", "--out", str(tmp_path / "oracle"), "--epochs", "1", "--num-train", "16",
-                   "--num-val", "8", "--hidden-size", "8", "--routed-size", "4", "--batch-size", "8"])
-    assert len(oracle["history"]) == 1
-
-    with pytest.raises(SystemExit):
-        main(["mrnn", "--loss", "l1"])
-    with pytest.raises(ValueError, match="no field"):
-        config_from_dict(MRNNStageConfig, {"train": {"epoch": 3}})

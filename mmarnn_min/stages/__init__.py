@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -42,3 +44,27 @@ def save_checkpoint(state: dict, path: Path) -> None:
 def write_json(data: dict, path: Path) -> None:
     """``data`` as indented JSON at ``path``, atomically."""
     replace_atomically(Path(path), lambda file: file.write((json.dumps(data, indent=2) + "\n").encode()))
+
+
+class ProgressLine:
+    """Progress of a long loop on stderr: ``update(done)`` shows done/total, the rate and the
+    seconds left. On a terminal the line is redrawn in place; in a log file or a pipe a line
+    is written at most every ``every`` seconds, and at the end."""
+
+    def __init__(self, label: str, total: int, unit: str = "steps", every: float = 10.0) -> None:
+        self.label, self.total, self.unit, self.every = label, total, unit, every
+        self.start = self.last = time.perf_counter()
+        self.redraw = sys.stderr.isatty()
+
+    def update(self, done: int, note: str = "") -> str:
+        now = time.perf_counter()
+        rate = done / max(now - self.start, 1e-9)
+        line = (f"{self.label}: {done}/{self.total} {self.unit}, {rate:,.1f} {self.unit}/s, "
+                f"{(self.total - done) / max(rate, 1e-9):4.0f} s left{'  ' + note if note else ''}")
+        finished = done >= self.total
+        if self.redraw:
+            print("\r" + line, end="\n" if finished else "", file=sys.stderr, flush=True)
+        elif finished or now - self.last >= self.every:
+            print(line, file=sys.stderr, flush=True)
+            self.last = now
+        return line

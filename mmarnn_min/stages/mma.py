@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from mmarnn_min.data.synth import ImageSet, SynthConfig, make_images
 from mmarnn_min.losses import mma_loss
 from mmarnn_min.metrics import au_f1, ccc, expression_f1
 from mmarnn_min.mma import MMA, MMAConfig, images_to_tensor, predict_features
-from mmarnn_min.stages import save_checkpoint, write_json
+from mmarnn_min.stages import ProgressLine, save_checkpoint, write_json
 
 TASKS: tuple[str, ...] = ("va", "expr", "au")
 METRICS: dict[str, str] = {"va": "va_ccc_mean", "expr": "expr_f1", "au": "au_f1"}  # task -> its metric
@@ -79,11 +79,12 @@ def training_labels(images: ImageSet, tasks: tuple[str, ...]) -> tuple[torch.Ten
 def affect_metrics(z: np.ndarray, images: ImageSet) -> dict:
     """The ABAW metrics of per-image affect vectors z (N, 26) against ``images``' labels, each
     over the images that carry the label: CCC of valence and arousal and their mean, macro F1
-    over the 7 expressions (argmax), macro F1 over the AUs at 0.5 (images with all 17)."""
+    over the 7 expressions (argmax), macro F1 over the AUs at 0.5 (each AU over the images
+    that code it)."""
     va_pred, expression_probs, au_probs = z[:, :2], z[:, 2:2 + NUM_EXPRESSIONS], z[:, 2 + NUM_EXPRESSIONS:]
     has_va = ~np.isnan(images.va).any(axis=1)
     has_expression = images.expression >= 0
-    has_aus = ~np.isnan(images.aus).any(axis=1)
+    has_aus = ~np.isnan(images.aus).all(axis=1)                      # some AU coded (NaN: not coded)
     valence, arousal = ccc(va_pred[has_va], images.va[has_va])
     return {"va_ccc_mean": float(valence + arousal) / 2, "valence_ccc": float(valence), "arousal_ccc": float(arousal),
             "expr_f1": expression_f1(expression_probs[has_expression].argmax(axis=1), images.expression[has_expression]),
@@ -98,7 +99,8 @@ def chance_levels(images: ImageSet) -> dict:
     expression = images.expression[images.expression >= 0]
     b = np.bincount(expression, minlength=NUM_EXPRESSIONS) / len(expression)
     r = 1 / NUM_EXPRESSIONS
-    au_rate = images.aus[~np.isnan(images.aus).any(axis=1)].mean(axis=0)
+    coded = ~np.isnan(images.aus).all(axis=0)                                 # AUs some image codes
+    au_rate = np.nanmean(images.aus[:, coded], axis=0)
     return {"va_ccc_mean": 0.0, "expr_f1": float(np.mean(2 * b * r / (b + r))),
             "au_f1": float(np.mean(2 * au_rate / (1 + au_rate)))}
 
@@ -115,16 +117,28 @@ def describe(metrics: dict) -> str:
             f"expr F1 {metrics['expr_f1']:.3f}  AU F1 {metrics['au_f1']:.3f}")
 
 
+def image_splits(data: SynthConfig | Mapping[str, ImageSet]) -> Mapping[str, ImageSet]:
+    """The train, val and test images: SynthAffect's for a SynthConfig, else ``data`` itself
+    (e.g. real data sets read by ``mmarnn_min.data``), which must hold those three splits."""
+    if isinstance(data, SynthConfig):
+        return {split: make_images(data, split) for split in ("train", "val", "test")}
+    missing = {"train", "val", "test"} - set(data)
+    if missing:
+        raise ValueError(f"mma: the image data lack the split(s) {', '.join(sorted(missing))}")
+    return data
+
+
 def train_mma(
     config: MMATrainConfig,
-    synth_config: SynthConfig,
+    data: SynthConfig | Mapping[str, ImageSet],
     out_dir: str | Path,
     device: str | torch.device = "cpu",
     seed: int = 0,
     resume: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Train MMA on the SynthAffect images of ``synth_config`` for ``config.epochs`` epochs
+    """Train MMA on the images of ``data`` (SynthAffect's of a SynthConfig, or a mapping
+    split -> ImageSet, see ``image_splits``) for ``config.epochs`` epochs
     (continuing ``out_dir/last.pt`` when ``resume``), then evaluate ``best.pt`` on the test
     images. Returns what is also written to ``out_dir/metrics.json``: the untrained (epoch 0)
     and per-epoch validation metrics, the best epoch, its test metrics and the test chance
@@ -133,8 +147,9 @@ def train_mma(
     out_dir, device = Path(out_dir), torch.device(device)
     tasks = config.task_list
     dm_weight = config.dm_weight if {"expr", "au"} <= set(tasks) else 0.0
-    train_set, val_set = make_images(synth_config, "train"), make_images(synth_config, "val")
-    images = torch.from_numpy(train_set.images)                               # (N, S, S, 3) uint8
+    splits = image_splits(data)
+    train_set, val_set = splits["train"], splits["val"]
+    images = train_set.images                         # (N, S, S, 3) uint8, maybe a memmap: read by batch
     labels = training_labels(train_set, tasks)
     relation = au_relation_matrix().to(device)                                # (7, 17)
 
@@ -168,6 +183,7 @@ def train_mma(
 
     elapsed = results["history"][-1]["seconds"]
     first_epoch = results["history"][-1]["epoch"] + 1
+    progress = ProgressLine("mma", (config.epochs - first_epoch + 1) * steps_per_epoch)
     for epoch in range(first_epoch, config.epochs + 1):
         start = time.perf_counter()
         model.train()
@@ -176,7 +192,7 @@ def train_mma(
         parts_sum: dict[str, float] = {}
         for step in range(steps_per_epoch):
             batch = order[step * config.batch_size:(step + 1) * config.batch_size]
-            x = images_to_tensor(images[batch], device)                          # (B, 3, S, S)
+            x = images_to_tensor(images[batch.numpy()], device)                  # (B, 3, S, S)
             if config.flip:
                 x = torch.where(flips[batch].to(device)[:, None, None, None], x.flip(3), x)
             for group in optimizer.param_groups:
@@ -186,6 +202,7 @@ def train_mma(
             loss.backward()
             optimizer.step()
             parts_sum = {name: parts_sum.get(name, 0.0) + value for name, value in parts.items()}
+            progress.update((epoch - first_epoch) * steps_per_epoch + step + 1, f"epoch {epoch}, loss {parts['total']:.3f}")
         validation = evaluate(model, val_set, device, tasks)
         elapsed += time.perf_counter() - start
         train_loss = {name: value / steps_per_epoch for name, value in parts_sum.items()}
@@ -194,16 +211,16 @@ def train_mma(
         if epoch == 1 or validation["score"] > results["val"]["score"]:
             results.update(best_epoch=epoch, val=validation)
             save_checkpoint({"model": model.state_dict(), "config": asdict(config.model), "epoch": epoch,
-                             "val": validation}, out_dir / "best.pt")
+                             "image_size": train_set.images.shape[1], "val": validation}, out_dir / "best.pt")
         save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "generator": generator.get_state(), "results": results}, checkpoint_path)
         write_json(results, out_dir / "metrics.json")
-        eta = elapsed / epoch * (config.epochs - epoch)
+        eta = (time.perf_counter() - progress.start) / (epoch - first_epoch + 1) * (config.epochs - epoch)
         log(f"mma epoch {epoch:3d}/{config.epochs}  loss {train_loss['total']:.3f} (va {train_loss['va']:.3f} "
             f"expr {train_loss['expr']:.3f} au {train_loss['au']:.3f} dm {train_loss['dm']:.3f})  "
             f"val {describe(validation)}  {elapsed:6.1f} s, ETA {eta:4.0f} s")
 
-    test_set = make_images(synth_config, "test")
+    test_set = splits["test"]
     best = torch.load(out_dir / "best.pt", map_location=device, weights_only=False)
     model.load_state_dict(best["model"])
     results.update(test=evaluate(model, test_set, device, tasks), test_chance=chance_levels(test_set))
