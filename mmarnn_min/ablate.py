@@ -1,0 +1,193 @@
+"""``python -m mmarnn_min.ablate``: the paper's MRNN ablations (section 4) on SynthAffect, in one
+command and one table.
+
+Every variant is the paper's MRNN with one thing changed, trained on the same videos with
+several seeds (mean and spread over seeds, test split):
+
+    masked routing (paper)          GRU, masked routing over each video's real frames, Pearson loss
+    fixed length: crop / repeat     every video cropped or stretched to ``fixed_frames`` (the usual
+                                    strategy of public attempts at this task), then a plain FC
+    zero padding, no mask           padded to T with zero frames, all T outputs into a plain FC
+    MSE loss                        mean squared error instead of the Pearson loss
+    VA / expressions / AUs only, and each pair: the MRNN reads only those parts of z
+    LSTM instead of GRU
+
+The input z is SynthAffect's true per-frame affect by default (``--source oracle``: no MMA
+needed, so the ablation isolates the MRNN), or the cached MMA features of a training run
+(``--source features --run DIR``). Results go to OUT (default runs/ablation): one directory
+per variant and seed (a killed run resumes: finished ones are kept), ``ablation.json`` and
+``ablation.md``. The paper's orderings are checked and printed as holding or not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from mmarnn_min.bench.timing import format_table
+from mmarnn_min.cli_config import add_config_flags, apply_flags
+from mmarnn_min.data.sequences import SequenceDataset, oracle_sequences
+from mmarnn_min.data.synth_config import SynthConfig
+from mmarnn_min.mrnn import MRNN, MRNNConfig
+from mmarnn_min.stages import resolve_device, write_json
+from mmarnn_min.stages.mrnn import MRNNTrainConfig, evaluate, train_mrnn
+
+PAPER = "paper"
+VARIANTS: dict[str, tuple[str, dict]] = {   # key -> (label, changes to MRNNConfig; "loss": to MRNNTrainConfig)
+    PAPER: ("masked routing (paper)", {}),
+    "fixed": ("fixed length: crop / repeat", {"sequence": "fixed"}),
+    "padded": ("zero padding, no mask", {"sequence": "padded"}),
+    "mse": ("MSE loss", {"loss": "mse"}),
+    "va": ("VA only", {"inputs": "va"}),
+    "expr": ("expressions only", {"inputs": "expr"}),
+    "au": ("AUs only", {"inputs": "au"}),
+    "va+expr": ("VA + expressions", {"inputs": "va,expr"}),
+    "va+au": ("VA + AUs", {"inputs": "va,au"}),
+    "expr+au": ("expressions + AUs", {"inputs": "expr,au"}),
+    "lstm": ("LSTM instead of GRU", {"rnn": "lstm"}),
+}
+# The paper's orderings: (claim, variant that should score higher, variants it should beat)
+ORDERINGS: list[tuple[str, str, tuple[str, ...]]] = [
+    ("mask > fixed length", PAPER, ("fixed",)),
+    ("mask > no mask", PAPER, ("padded",)),
+    ("Pearson loss >= MSE", PAPER, ("mse",)),
+    ("all three > any single task", PAPER, ("va", "expr", "au")),
+    ("all three > any pair", PAPER, ("va+expr", "va+au", "expr+au")),
+]
+
+
+@dataclass
+class AblationConfig:
+    source: Literal["oracle", "features"] = "oracle"  # MRNN input: SynthAffect's true per-frame affect, or a run's MMA features
+    run: str = "runs/latest"       # the training run whose cached features --source features reads
+    seeds: int = 3                 # seeds per variant
+    variants: str = ""             # comma-separated subset of: paper, fixed, padded, mse, va, expr, au, va+expr, va+au, expr+au, lstm (default: all)
+    data: SynthConfig = field(default_factory=lambda: SynthConfig(train_videos=600, eval_videos=300))
+    mrnn: MRNNTrainConfig = field(default_factory=lambda: MRNNTrainConfig(model=MRNNConfig(max_frames=96)))
+
+    @property
+    def variant_names(self) -> list[str]:
+        names = [name.strip() for name in self.variants.split(",") if name.strip()] or list(VARIANTS)
+        unknown = [name for name in names if name not in VARIANTS]
+        if unknown:
+            raise ValueError(f"unknown variant(s) {unknown}: choose from {list(VARIANTS)}")
+        return names
+
+
+def variant_config(base: MRNNTrainConfig, changes: dict) -> MRNNTrainConfig:
+    model_changes = {key: value for key, value in changes.items() if key != "loss"}
+    config = replace(base, model=replace(base.model, **model_changes))
+    return replace(config, loss=changes["loss"]) if "loss" in changes else config
+
+
+def load_splits(config: AblationConfig) -> dict[str, SequenceDataset]:
+    if config.source == "oracle":
+        return {split: oracle_sequences(config.data, split) for split in ("train", "val", "test")}
+    from mmarnn_min.train import feature_splits
+
+    return feature_splits(Path(config.run))
+
+
+def run_variant(config: MRNNTrainConfig, splits: dict[str, SequenceDataset], out_dir: Path, device: torch.device,
+                seed: int) -> dict:
+    """Train one variant with one seed (or read its finished result) -> test Pearson and seconds."""
+    done = out_dir / "result.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    results = train_mrnn(config, splits["train"], splits["val"], out_dir, device, seed, resume=True, log=lambda _: None)
+    model = MRNN(config.model).to(device)
+    model.load_state_dict(torch.load(out_dir / "best.pt", map_location=device, weights_only=False)["model"])
+    test = evaluate(model, splits["test"], device)
+    result = {"test_pearson_mean": test["pearson_mean"], "test_pearson": test["pearson"],
+              "seconds": results["history"][-1]["seconds"]}
+    write_json(result, done)
+    return result
+
+
+def run_name(config: AblationConfig, variant: MRNNTrainConfig, name: str) -> str:
+    """The variant's number and a hash of everything its result depends on: a finished result
+    is reused only for the same data and training config."""
+    inputs = {"variant": dataclasses.asdict(variant), "source": config.source,
+              "data": dataclasses.asdict(config.data) if config.source == "oracle" else str(Path(config.run).resolve())}
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{list(VARIANTS).index(name):02d}-{digest}"
+
+
+def run_ablation(config: AblationConfig, out: Path, device: torch.device) -> dict:
+    splits = load_splits(config)
+    names = config.variant_names
+    table = {}
+    started = time.perf_counter()
+    for number, name in enumerate(names, 1):
+        variant = variant_config(config.mrnn, VARIANTS[name][1])
+        runs = [run_variant(variant, splits, out / run_name(config, variant, name) / f"seed{seed}", device, seed)
+                for seed in range(config.seeds)]
+        scores = np.array([run["test_pearson_mean"] for run in runs])
+        table[name] = {"pearson_mean": float(scores.mean()), "pearson_std": float(scores.std(ddof=1)) if len(scores) > 1 else 0.0,
+                       "per_seed": scores.tolist(), "seconds": float(sum(run["seconds"] for run in runs))}
+        elapsed = time.perf_counter() - started
+        print(f"ablation {number}/{len(names)} {VARIANTS[name][0]}: Pearson {scores.mean():.4f} +- {table[name]['pearson_std']:.4f}"
+              f"  ({elapsed:.0f} s, ETA {elapsed / number * (len(names) - number):.0f} s)", flush=True)
+    return table
+
+
+def check_orderings(table: dict) -> list[tuple[str, bool | None]]:
+    """Each ordering of the paper: True (holds in the means), False, or None (not run)."""
+    verdicts = []
+    for claim, better, others in ORDERINGS:
+        if better not in table or any(other not in table for other in others):
+            verdicts.append((claim, None))
+        else:
+            verdicts.append((claim, all(table[better]["pearson_mean"] >= table[o]["pearson_mean"] for o in others)))
+    return verdicts
+
+
+def format_ablation(table: dict, config: AblationConfig) -> str:
+    paper = table.get(PAPER, {}).get("pearson_mean")
+    rows = [[VARIANTS[name][0], row["pearson_mean"], row["pearson_std"],
+             "" if paper is None or name == PAPER else f"{row['pearson_mean'] - paper:+.4f}", round(row["seconds"])]
+            for name, row in table.items()]
+    lines = [f"MRNN ablations on {config.source} inputs, test Pearson (mean of 7 reactions), "
+             f"{config.seeds} seed(s): mean and standard deviation",
+             format_table(["variant", "Pearson", "std", "vs paper", "train s"], rows), ""]
+    for claim, holds in check_orderings(table):
+        if holds is not None:
+            lines.append(f"{claim}: {'holds' if holds else 'does NOT hold'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m mmarnn_min.ablate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("runs/ablation"), help="output directory (default: runs/ablation)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda[:N] (default: auto)")
+    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: one per core)")
+    add_config_flags(parser, AblationConfig)
+    args = vars(parser.parse_args(argv))
+    if args["threads"]:
+        torch.set_num_threads(args["threads"])
+    config = apply_flags(AblationConfig(), args)
+    config.variant_names  # unknown names fail here, before any training
+    out = args["out"]
+    write_json(dataclasses.asdict(config), out / "config.json")
+    table = run_ablation(config, out, resolve_device(args["device"]))
+    text = format_ablation(table, config)
+    write_json({"config": dataclasses.asdict(config), "variants": table,
+                "orderings": dict(check_orderings(table))}, out / "ablation.json")
+    (out / "ablation.md").write_text("```\n" + text + "\n```\n")
+    print("\n" + text)
+    return table
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
