@@ -160,9 +160,14 @@ def format_ablation(table: dict, config: AblationConfig) -> str:
     lines = [f"MRNN ablations on {config.source} inputs, test Pearson (mean of 7 reactions), "
              f"{config.seeds} seed(s): mean and standard deviation",
              format_table(["variant", "Pearson", "std", "vs paper", "train s"], rows), ""]
-    for claim, holds in check_orderings(table):
-        if holds is not None:
-            lines.append(f"{claim}: {'holds' if holds else 'does NOT hold'}")
+    for (claim, better, others), (_, holds) in zip(ORDERINGS, check_orderings(table)):
+        if holds is None:
+            continue
+        margin = min(table[better]["pearson_mean"] - table[other]["pearson_mean"] for other in others)
+        spread = max(table[name]["pearson_std"] for name in (better, *others))
+        verdict = "does NOT hold" if not holds else "holds" if margin > spread else \
+            "holds, but by less than the spread over seeds"
+        lines.append(f"{claim}: {verdict} (margin {margin:+.4f}, largest std {spread:.4f})")
     return "\n".join(lines)
 
 

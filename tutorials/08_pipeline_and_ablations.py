@@ -100,8 +100,7 @@ for axis, name in zip(axes, ("losses.png", "predictions.png")):
     axis.set_axis_off()
     axis.set_title(name)
 figure.tight_layout()
-figure.savefig(out / "report_plots.png", dpi=100)
-print("the report's plots:", out / "report_plots.png")
+_common.save(figure, LESSON, "report_plots.png")
 
 # %% [markdown]
 # ## Predicting one video file

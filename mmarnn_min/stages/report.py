@@ -75,7 +75,7 @@ def format_report(report: dict) -> str:
                                  [["MMA", mma["va_ccc_mean"], mma["valence_ccc"], mma["arousal_ccc"], mma["expr_f1"], mma["au_f1"]],
                                   ["chance", chance["va_ccc_mean"], "", "", chance["expr_f1"], chance["au_f1"]]]), ""]
     lines += ["## Seconds per stage", "",
-              markdown_table(list(report["timings"]), [list(report["timings"].values())]), ""]
+              markdown_table(list(report["timings"]), [[f"{seconds:.0f}" for seconds in report["timings"].values()]]), ""]
     return "\n".join(lines)
 
 
