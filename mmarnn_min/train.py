@@ -34,7 +34,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -49,7 +49,7 @@ from mmarnn_min.mrnn import MRNNConfig
 from mmarnn_min.stages import resolve_device, write_json
 from mmarnn_min.stages.e2e import E2ETrainConfig, FrameVideos, evaluate_videos, predict_videos, train_e2e
 from mmarnn_min.stages.features import hume_crops_dir, load_features, run_features, run_hume_features
-from mmarnn_min.stages.mma import MMATrainConfig, load_mma, train_mma
+from mmarnn_min.stages.mma import MMATrainConfig, train_mma
 from mmarnn_min.stages.mrnn import MRNNTrainConfig, evaluate, predict, train_mrnn
 
 DETECTORS = ("auto", "landmarks", "haar", "retinaface")
@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"stages to run, in order: {', '.join(STAGES)} (default: {' '.join(DEFAULT_STAGES)})")
     parser.add_argument("--config", default=None,
                         help="starting config: tiny | default | paper | a JSON file such as a run's config.json "
-                             "(default: default, or OUT/config.json with --resume)")
+                             "(default: OUT/config.json with --resume or when the first stage is not mma, else default)")
     parser.add_argument("--out", type=Path, default=Path("runs/latest"), help="run directory (default: runs/latest)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda[:N] (default: auto)")
     parser.add_argument("--threads", type=int,
@@ -335,8 +335,11 @@ def clear_from(out: Path, stage: str) -> None:
     for later in names[names.index(stage):]:
         for directory in STAGE_OUTPUTS[later]:
             shutil.rmtree(out / directory, ignore_errors=True)
-    for report in ("report.json", "report.md", "plots"):
-        shutil.rmtree(out / report, ignore_errors=True) if (out / report).is_dir() else (out / report).unlink(missing_ok=True)
+    if names.index(stage) <= names.index("features"):
+        (out / "features" / "latest.json").unlink(missing_ok=True)   # which cached file is current
+    shutil.rmtree(out / "plots", ignore_errors=True)
+    for report in ("report.json", "report.md"):
+        (out / report).unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> dict:

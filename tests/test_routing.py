@@ -6,8 +6,6 @@ Reference: a naive Python loop over videos and frames, read straight off the def
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from hypothesis import given, settings

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from mmarnn_min.affect import REACTIONS
 from mmarnn_min.cli_config import config_from_dict

@@ -19,7 +19,6 @@
 
 # %%
 import numpy as np
-import torch
 
 import _common
 from mmarnn_min import affect

@@ -18,7 +18,6 @@
 # [W_hr; W_hz; W_hn] (3H, H), and the biases likewise (3H,).
 
 # %%
-import numpy as np
 import torch
 
 import _common
