@@ -38,9 +38,9 @@ from mmarnn_min.bench.timing import format_table
 from mmarnn_min.cli_config import add_config_flags, apply_flags
 from mmarnn_min.data.sequences import SequenceDataset, oracle_sequences
 from mmarnn_min.data.synth_config import SynthConfig
-from mmarnn_min.mrnn import MRNN, MRNNConfig
+from mmarnn_min.mrnn import MRNNConfig
 from mmarnn_min.stages import resolve_device, write_json
-from mmarnn_min.stages.mrnn import MRNNTrainConfig, evaluate, train_mrnn
+from mmarnn_min.stages.mrnn import MRNNTrainConfig, evaluate, load_mrnn, train_mrnn
 
 PAPER = "paper"
 VARIANTS: dict[str, tuple[str, dict]] = {   # key -> (label, changes to MRNNConfig; "loss": to MRNNTrainConfig)
@@ -105,8 +105,7 @@ def run_variant(config: MRNNTrainConfig, splits: dict[str, SequenceDataset], out
     if done.exists():
         return json.loads(done.read_text())
     results = train_mrnn(config, splits["train"], splits["val"], out_dir, device, seed, resume=True, log=lambda _: None)
-    model = MRNN(config.model).to(device)
-    model.load_state_dict(torch.load(out_dir / "best.pt", map_location=device, weights_only=False)["model"])
+    model = load_mrnn(out_dir / "best.pt", device)
     test = evaluate(model, splits["test"], device)
     result = {"test_pearson_mean": test["pearson_mean"], "test_pearson": test["pearson"],
               "seconds": results["history"][-1]["seconds"]}

@@ -33,10 +33,12 @@ from mmarnn_min.bench.timing import format_table
 from mmarnn_min.faces import (
     Detector, HaarDetector, RetinaFaceDetector, align_face, default_retinaface_weights, primary_face,
 )
-from mmarnn_min.mma import MMA, MMAConfig, predict_features
-from mmarnn_min.mrnn import MRNN, MRNNConfig
+from mmarnn_min.mma import MMA, predict_features
+from mmarnn_min.mrnn import MRNN
 from mmarnn_min.stages import resolve_device
 from mmarnn_min.stages.features import progress_line
+from mmarnn_min.stages.mma import build_mma
+from mmarnn_min.stages.mrnn import build_mrnn
 from mmarnn_min.video import iter_frames, probe_video
 
 DETECTORS = ("auto", "landmarks", "haar", "retinaface")
@@ -62,18 +64,6 @@ def _load_checkpoint(path: Path, run_dir: Path, device: str | torch.device) -> d
     return torch.load(path, map_location=device, weights_only=False)
 
 
-def _build_mma(state_dict: dict, config: dict, device: str | torch.device) -> MMA:
-    model = MMA(MMAConfig(**config)).to(device, memory_format=torch.channels_last)
-    model.load_state_dict(state_dict)
-    return model.eval()
-
-
-def _build_mrnn(state_dict: dict, config: dict, device: str | torch.device) -> MRNN:
-    model = MRNN(MRNNConfig(**config)).to(device)
-    model.load_state_dict(state_dict)
-    return model.eval()
-
-
 def load_trained(run_dir: str | Path, device: str | torch.device = "cpu", e2e: bool = True) -> TrainedPipeline:
     """The models of a training run in ``run_dir``: ``e2e/best.pt`` when the end-to-end stage
     ran (and ``e2e``), else ``mma/best.pt`` and ``mrnn/best.pt``. A missing file raises
@@ -82,13 +72,13 @@ def load_trained(run_dir: str | Path, device: str | torch.device = "cpu", e2e: b
     e2e_path = run_dir / "e2e" / "best.pt"
     if e2e and e2e_path.is_file():
         both = _load_checkpoint(e2e_path, run_dir, device)
-        return TrainedPipeline(_build_mma(both["mma"], both["mma_config"], device),
-                               _build_mrnn(both["mrnn"], both["mrnn_config"], device),
+        return TrainedPipeline(build_mma(both["mma"], both["mma_config"], device),
+                               build_mrnn(both["mrnn"], both["mrnn_config"], device),
                                int(both["image_size"]), (e2e_path,))
     mma_path, mrnn_path = run_dir / "mma" / "best.pt", run_dir / "mrnn" / "best.pt"
     mma, mrnn = _load_checkpoint(mma_path, run_dir, device), _load_checkpoint(mrnn_path, run_dir, device)
-    return TrainedPipeline(_build_mma(mma["model"], mma["config"], device),
-                           _build_mrnn(mrnn["model"], mrnn["config"], device),
+    return TrainedPipeline(build_mma(mma["model"], mma["config"], device),
+                           build_mrnn(mrnn["model"], mrnn["config"], device),
                            int(mma["image_size"]), (mma_path, mrnn_path))
 
 

@@ -50,7 +50,7 @@ from mmarnn_min.stages import resolve_device, write_json
 from mmarnn_min.stages.e2e import E2ETrainConfig, FrameVideos, evaluate_videos, predict_videos, train_e2e
 from mmarnn_min.stages.features import hume_crops_dir, load_features, run_features, run_hume_features
 from mmarnn_min.stages.mma import MMATrainConfig, train_mma
-from mmarnn_min.stages.mrnn import MRNNTrainConfig, evaluate, predict, train_mrnn
+from mmarnn_min.stages.mrnn import MRNNTrainConfig, evaluate, load_mrnn, predict, train_mrnn
 
 DETECTORS = ("auto", "landmarks", "haar", "retinaface")
 
@@ -219,10 +219,7 @@ def train_and_test(config: MRNNTrainConfig, sets: dict[str, SequenceDataset], ou
     ``out_dir/test_predictions.npz``."""
     check_fits(config.model, sets)
     results = train_mrnn(config, sets["train"], sets["val"], out_dir, device, seed, resume)
-    from mmarnn_min.mrnn import MRNN
-
-    model = MRNN(config.model).to(device)
-    model.load_state_dict(torch.load(out_dir / "best.pt", map_location=device, weights_only=False)["model"])
+    model = load_mrnn(out_dir / "best.pt", device)
     test = sets.get("test")
     split = "test" if test is not None and has_labels(test) else "val"
     results["test_split"] = split

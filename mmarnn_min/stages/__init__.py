@@ -41,6 +41,26 @@ def save_checkpoint(state: dict, path: Path) -> None:
     replace_atomically(Path(path), lambda file: torch.save(state, file))
 
 
+def save_training_state(path: Path, results: dict, **parts) -> None:
+    """A stage's ``last.pt``: the state of every part (models, optimizers, random generators),
+    under its keyword's name, and the results so far, atomically."""
+    state = {name: part.get_state() if isinstance(part, torch.Generator) else part.state_dict()
+             for name, part in parts.items()}
+    save_checkpoint(state | {"results": results}, path)
+
+
+def load_training_state(path: Path, device: str | torch.device, **parts) -> dict:
+    """Restore every part from a file of ``save_training_state`` (the same keywords); return
+    its results. Generator states stay on the CPU, where torch.Generator wants them."""
+    checkpoint = torch.load(path, map_location=device, weights_only=False)
+    for name, part in parts.items():
+        if isinstance(part, torch.Generator):
+            part.set_state(checkpoint[name].cpu())
+        else:
+            part.load_state_dict(checkpoint[name])
+    return checkpoint["results"]
+
+
 def write_json(data: dict, path: Path) -> None:
     """``data`` as indented JSON at ``path``, atomically."""
     replace_atomically(Path(path), lambda file: file.write((json.dumps(data, indent=2) + "\n").encode()))

@@ -31,7 +31,7 @@ from mmarnn_min.metrics import pearson
 from mmarnn_min.mma import MMA, images_to_tensor
 from mmarnn_min.mrnn import MRNN
 from mmarnn_min.optim import mrnn_optimizer
-from mmarnn_min.stages import ProgressLine, save_checkpoint, write_json
+from mmarnn_min.stages import ProgressLine, load_training_state, save_checkpoint, save_training_state, write_json
 
 
 @dataclass
@@ -105,13 +105,8 @@ def train_e2e(
 
     checkpoint_path = out_dir / "last.pt"
     if resume and checkpoint_path.exists():
-        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        mma.load_state_dict(checkpoint["mma"])
-        mrnn.load_state_dict(checkpoint["mrnn"])
-        mma_optimizer.load_state_dict(checkpoint["mma_optimizer"])
-        mrnn_opt.load_state_dict(checkpoint["mrnn_optimizer"])
-        generator.set_state(checkpoint["generator"])
-        results = checkpoint["results"] | {"config": asdict(config)}
+        results = load_training_state(checkpoint_path, device, mma=mma, mrnn=mrnn, mma_optimizer=mma_optimizer,
+                                      mrnn_optimizer=mrnn_opt, generator=generator) | {"config": asdict(config)}
         log(f"resuming {checkpoint_path} after epoch {results['history'][-1]['epoch']}")
     else:
         before = evaluate_videos(mma, mrnn, val_videos, device)
@@ -154,9 +149,8 @@ def train_e2e(
             results.update(best_epoch=epoch, val_pearson_mean=validation["pearson_mean"],
                            val_pearson=validation["pearson"])
             save_best(epoch, validation)
-        save_checkpoint({"mma": mma.state_dict(), "mrnn": mrnn.state_dict(),
-                         "mma_optimizer": mma_optimizer.state_dict(), "mrnn_optimizer": mrnn_opt.state_dict(),
-                         "generator": generator.get_state(), "results": results}, checkpoint_path)
+        save_training_state(checkpoint_path, results, mma=mma, mrnn=mrnn, mma_optimizer=mma_optimizer,
+                            mrnn_optimizer=mrnn_opt, generator=generator)
         write_json(results, out_dir / "metrics.json")
         log(f"e2e epoch {epoch:3d}/{config.epochs}  train loss {results['history'][-1]['train_loss']:.4f}  "
             f"val pearson {validation['pearson_mean']:.4f}  best {results['val_pearson_mean']:.4f} "

@@ -31,7 +31,7 @@ from mmarnn_min.data.synth import ImageSet, SynthConfig, make_images
 from mmarnn_min.losses import mma_loss
 from mmarnn_min.metrics import au_f1, ccc, expression_f1
 from mmarnn_min.mma import MMA, MMAConfig, images_to_tensor, predict_features
-from mmarnn_min.stages import ProgressLine, save_checkpoint, write_json
+from mmarnn_min.stages import ProgressLine, load_training_state, save_checkpoint, save_training_state, write_json
 
 TASKS: tuple[str, ...] = ("va", "expr", "au")
 METRICS: dict[str, str] = {"va": "va_ccc_mean", "expr": "expr_f1", "au": "au_f1"}  # task -> its metric
@@ -168,11 +168,8 @@ def train_mma(
         f"weights, device {device}, {torch.get_num_threads()} CPU threads")
     checkpoint_path = out_dir / "last.pt"
     if resume and checkpoint_path.exists():
-        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        generator.set_state(checkpoint["generator"])
-        results = checkpoint["results"] | {"config": asdict(config)}
+        results = load_training_state(checkpoint_path, device, model=model, optimizer=optimizer,
+                                      generator=generator) | {"config": asdict(config)}
         log(f"resuming {checkpoint_path} after epoch {results['history'][-1]['epoch']}")
     else:
         if resume:
@@ -212,8 +209,7 @@ def train_mma(
             results.update(best_epoch=epoch, val=validation)
             save_checkpoint({"model": model.state_dict(), "config": asdict(config.model), "epoch": epoch,
                              "image_size": train_set.images.shape[1], "val": validation}, out_dir / "best.pt")
-        save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "generator": generator.get_state(), "results": results}, checkpoint_path)
+        save_training_state(checkpoint_path, results, model=model, optimizer=optimizer, generator=generator)
         write_json(results, out_dir / "metrics.json")
         eta = (time.perf_counter() - progress.start) / (epoch - first_epoch + 1) * (config.epochs - epoch)
         log(f"mma epoch {epoch:3d}/{config.epochs}  loss {train_loss['total']:.3f} (va {train_loss['va']:.3f} "
@@ -230,12 +226,18 @@ def train_mma(
     return results
 
 
+def build_mma(state_dict: dict, config: dict, device: str | torch.device = "cpu") -> MMA:
+    """An MMA of ``config`` (an MMAConfig as a dict) holding ``state_dict``, in eval mode, on
+    ``device``."""
+    model = MMA(MMAConfig(**config)).to(device, memory_format=torch.channels_last)
+    model.load_state_dict(state_dict)
+    return model.eval()
+
+
 def load_mma(checkpoint: str | Path, device: str | torch.device = "cpu") -> MMA:
     """The model saved in a ``best.pt`` of this stage, in eval mode, on ``device``."""
     state = torch.load(checkpoint, map_location=device, weights_only=False)
-    model = MMA(MMAConfig(**state["config"])).to(device, memory_format=torch.channels_last)
-    model.load_state_dict(state["model"])
-    return model.eval()
+    return build_mma(state["model"], state["config"], device)
 
 
 ABLATIONS: dict[str, dict] = {       # variant -> changes to the config

@@ -25,7 +25,7 @@ from mmarnn_min.metrics import pearson
 from mmarnn_min.mrnn import MRNN, MRNNConfig
 from mmarnn_min.optim import LazyAdam, mrnn_optimizer
 from mmarnn_min.routing import available_backends
-from mmarnn_min.stages import save_checkpoint, write_json
+from mmarnn_min.stages import load_training_state, save_checkpoint, save_training_state, write_json
 
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "pearson": pearson_loss,     # the paper's: 1 - mean Pearson over the 7 reactions, across the batch
@@ -106,11 +106,8 @@ def train_mrnn(
 
     checkpoint_path = out_dir / "last.pt"
     if resume and checkpoint_path.exists():
-        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        shuffle.set_state(checkpoint["shuffle"].cpu())
-        results = checkpoint["results"] | {"config": asdict(config)}
+        results = load_training_state(checkpoint_path, device, model=model, optimizer=optimizer,
+                                      shuffle=shuffle) | {"config": asdict(config)}
         log(f"resuming {checkpoint_path} after epoch {len(results['history'])}")
     elif resume:
         log(f"nothing to resume in {out_dir}: starting afresh")
@@ -137,11 +134,24 @@ def train_mrnn(
                            val_pearson=validation["pearson"])
             save_checkpoint({"model": model.state_dict(), "config": asdict(config.model), "epoch": epoch,
                              "val_pearson": validation["pearson"]}, out_dir / "best.pt")
-        save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "shuffle": shuffle.get_state(), "results": results}, checkpoint_path)
+        save_training_state(checkpoint_path, results, model=model, optimizer=optimizer, shuffle=shuffle)
         write_json(results, out_dir / "metrics.json")
         log(f"mrnn epoch {epoch:3d}/{config.epochs}  train loss {results['history'][-1]['train_loss']:.4f}  "
             f"val pearson {validation['pearson_mean']:.4f}  best {results['val_pearson_mean']:.4f} "
             f"(epoch {results['best_epoch']})  {elapsed:6.1f} s, ETA "
             f"{(time.perf_counter() - started) / (epoch - first_epoch + 1) * (config.epochs - epoch):4.0f} s")
     return results
+
+
+def build_mrnn(state_dict: dict, config: dict, device: str | torch.device = "cpu") -> MRNN:
+    """An MRNN of ``config`` (an MRNNConfig as a dict) holding ``state_dict``, in eval mode, on
+    ``device``."""
+    model = MRNN(MRNNConfig(**config)).to(device)
+    model.load_state_dict(state_dict)
+    return model.eval()
+
+
+def load_mrnn(checkpoint: str | Path, device: str | torch.device = "cpu") -> MRNN:
+    """The model saved in a ``best.pt`` of this stage, in eval mode, on ``device``."""
+    state = torch.load(checkpoint, map_location=device, weights_only=False)
+    return build_mrnn(state["model"], state["config"], device)
