@@ -4,7 +4,7 @@ valence-arousal, the 7 basic expressions and 17 action units, from one shared re
     image (N, 3, S, S) in [0, 1] --normalise--> stem: conv 3x3 (stride 2) - BN - ReLU
       --> stage 1 .. stage K: residual units, the first of each halving the side and
           (stages > 1) doubling the width
-      --> global average pool (N, C) --> shared embedding: FC (C -> E) - ReLU  (N, E)
+      --> average pool to a G x G grid (N, C G^2) --> shared embedding: FC (C G^2 -> E) - ReLU
       --> three heads:  FC (E -> 2) - tanh    valence, arousal in [-1, 1]
                         FC (E -> 7)           expression logits
                         FC (E -> 17)          AU logits
@@ -12,6 +12,13 @@ valence-arousal, the 7 basic expressions and 17 action units, from one shared re
 A residual unit (He et al. 2016) computes ``ReLU(F(x) + shortcut(x))`` with
 ``F = conv 3x3 - BN - ReLU - conv 3x3 - BN``; the shortcut is the identity when the shape is
 kept and a projection (conv 1x1 with the unit's stride - BN) when it changes.
+
+The grid (``MMAConfig.grid``: 4 by default, 1 in ``paper``) keeps *where* on the aligned face a feature was
+found: a brow raised and a lip corner raised are the same edge at different places. With
+G = 1 (ResNet's global average pool) the network must carry the place in its channels; at
+the default size it then learned more slowly (measured on SynthAffect, same steps: per-frame
+correlation of MMA's video features with the oracle's 0.60 at G = 1, 0.65 at G = 4; pipeline
+test Pearson 0.35 and 0.42).
 
 ``MMA.features`` gives the per-frame affect vector that MRNN reads (DESIGN section 1),
 ``z = [valence, arousal | 7 expression probabilities | 17 AU probabilities]`` (26 values).
@@ -41,9 +48,11 @@ class MMAConfig:
     stages: int = 3              # residual stages, each halving the side: 64 px -> 32 (stem) -> 16, 8, 4
     units_per_stage: int = 1     # residual units per stage
     embedding_size: int = 128    # width of the shared FC embedding the three heads read
+    grid: int = 4                # the last feature map is average-pooled to grid x grid cells (1: global pool)
 
     def __post_init__(self) -> None:
-        if min(self.stem_channels, self.width, self.stages, self.units_per_stage, self.embedding_size) < 1:
+        if min(self.stem_channels, self.width, self.stages, self.units_per_stage, self.embedding_size,
+               self.grid) < 1:
             raise ValueError(f"MMAConfig: every size must be >= 1, got {self}")
 
     @classmethod
@@ -53,9 +62,9 @@ class MMAConfig:
 
     @classmethod
     def paper(cls) -> MMAConfig:
-        """ResNet-18's widths and depth (64..512 channels, 2 units per stage), for 112 x 112
-        crops: 56 px after the stem, then 28, 14, 7, 4."""
-        return cls(stem_channels=64, width=64, stages=4, units_per_stage=2, embedding_size=512)
+        """ResNet-18's widths, depth and global average pool (64..512 channels, 2 units per
+        stage, G = 1), for 112 x 112 crops: 56 px after the stem, then 28, 14, 7, 4."""
+        return cls(stem_channels=64, width=64, stages=4, units_per_stage=2, embedding_size=512, grid=1)
 
 
 class MMAOutput(NamedTuple):
@@ -112,7 +121,8 @@ class MMA(nn.Module):
                 units.append(ResidualUnit(channels, width, stride=2 if unit == 0 else 1))
                 channels = width
         self.units = nn.Sequential(*units)
-        self.embedding = nn.Sequential(nn.Linear(channels, config.embedding_size), nn.ReLU(inplace=True))
+        self.embedding = nn.Sequential(nn.Linear(channels * config.grid ** 2, config.embedding_size),
+                                       nn.ReLU(inplace=True))
         self.va_head = nn.Linear(config.embedding_size, NUM_VA)
         self.expression_head = nn.Linear(config.embedding_size, NUM_EXPRESSIONS)
         self.au_head = nn.Linear(config.embedding_size, NUM_AUS)
@@ -122,7 +132,8 @@ class MMA(nn.Module):
             raise ValueError(f"MMA: images must be (N, 3, S, S), got shape {tuple(images.shape)}")
         x = (images - self.PIXEL_MEAN) / self.PIXEL_STD      # (N, 3, S, S)
         x = self.units(self.stem(x))                         # (N, C, S / 2^(K+1), S / 2^(K+1))
-        x = self.embedding(x.mean(dim=(2, 3)))               # global average pool (N, C) -> (N, E)
+        x = F.adaptive_avg_pool2d(x, self.config.grid).flatten(1)  # (N, C * grid^2)
+        x = self.embedding(x)                                # (N, E)
         return MMAOutput(torch.tanh(self.va_head(x)), self.expression_head(x), self.au_head(x))
 
     def features(self, images: torch.Tensor) -> torch.Tensor:

@@ -90,9 +90,11 @@ class PipelineConfig:
     @classmethod
     def default(cls) -> PipelineConfig:
         """A few minutes on a laptop CPU: 64 x 64 crops, 1,000 training videos of 16-64 frames,
-        T = 64. The MRNN learns from videos, so their number matters most (measured with the
-        same MMA: 300 videos of 20-96 frames gave a test Pearson of 0.10, oracle 0.46; 1,000
-        of 16-64 frames 0.32, oracle 0.60; 1,500 0.35, oracle 0.63)."""
+        T = 64. The MRNN learns from videos, so their number matters (measured with one older
+        MMA: 300 videos of 20-96 frames gave a test Pearson of 0.10, oracle 0.46; 1,000 of
+        16-64 frames 0.32, oracle 0.60; 1,500 0.35, oracle 0.63); past 1,000 what limits the
+        pipeline is how well MMA reads the video frames (README, "Read the two Pearson
+        numbers together")."""
         return cls()
 
     @classmethod

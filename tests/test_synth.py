@@ -17,7 +17,8 @@ from mmarnn_min.data.synth_face import Identity, face_geometry
 from mmarnn_min.data.synth_labels import (
     annotate_aus, expression_probabilities, oracle_features, sample_image_affect,
 )
-from mmarnn_min.data.synth_make import make_image_arrays, render_image
+from mmarnn_min.data.synth_make import make_image_arrays, render_image, sample_rng
+from mmarnn_min.data.synth_video import plan_video
 from mmarnn_min.data.synth_render import Shot, render_crop
 from mmarnn_min.faces import align_template
 
@@ -27,14 +28,14 @@ TINY = SynthConfig(image_size=32, canvas_size=96, train_images_per_source=6, eva
 
 @settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 10 ** 6), index=st.integers(0, 10 ** 4),
-       render=st.sampled_from(["canvas", "crop"]))
-def test_an_image_is_a_function_of_the_seed(seed, index, render):
+       render=st.sampled_from(["canvas", "crop"]), source=st.sampled_from([0, 2]))
+def test_an_image_is_a_function_of_the_seed(seed, index, render, source):
     config = replace(TINY, seed=seed, render=render)
-    first = render_image(config, "train", 2, index)
-    again = render_image(config, "train", 2, index)
+    first = render_image(config, "train", source, index)
+    again = render_image(config, "train", source, index)
     for key in first:
         np.testing.assert_array_equal(first[key], again[key])
-    other = render_image(replace(config, seed=seed + 1), "train", 2, index)
+    other = render_image(replace(config, seed=seed + 1), "train", source, index)
     assert not np.array_equal(first["images"], other["images"])
 
 
@@ -103,6 +104,26 @@ def test_sources_keep_only_their_labels(cache_dir):
         if has_aus:
             assert set(np.unique(images.aus[rows])) <= {0.0, 1.0}
     assert np.isfinite(images.true_aus).all() and (images.true_expression >= 0).all()
+
+
+def test_the_all_source_shows_frames_of_reaction_videos():
+    """Like Aff-Wild2, the "all" source is frames of videos: each image is one frame of a
+    reaction video planned from the image's own stream (its person is in no video set), about
+    half of them from inside the reaction window, labelled with the frame's true VA and the
+    oracle's most probable expression."""
+    all_source, inside, count = SOURCES.index("all"), 0, 120
+    for index in range(count):
+        sample = render_image(TINY, "train", all_source, index)
+        rng = sample_rng(TINY, "train", 2, index)
+        plan = plan_video(rng, int(rng.integers(TINY.min_frames, TINY.max_frames + 1)), TINY.fps)
+        frame = np.flatnonzero((plan.aus == sample["true_aus"]).all(axis=1))
+        assert len(frame) >= 1, f"image {index} is no frame of its video"
+        t = frame[0]
+        np.testing.assert_array_equal(sample["true_va"], plan.va[t])
+        assert sample["true_expression"] == expression_probabilities(plan.aus[t]).argmax()
+        assert sample["images"].shape == (32, 32, 3) and set(np.unique(sample["au_labels"])) <= {0.0, 1.0}
+        inside += plan.window[0] <= t < plan.window[1]
+    assert 0.55 < inside / count < 0.9  # half drawn inside, and some of the other half lands there
 
 
 def test_canvas_landmarks_land_near_the_template():

@@ -2,8 +2,9 @@
 (DESIGN.md section 4). Nothing is downloaded: faces are drawn from AU intensities, so
 learning from pixels is needed, and possible.
 
-    images  three sources with partial labels (expression + VA; AUs; all three), drawn by the
-            Du et al. rules                                            -> ``make_images``
+    images  three sources with partial labels: posed expressions drawn by the Du et al.
+            rules, labelled with expression + VA or with AUs; frames of reaction videos of
+            other people, labelled with all three                     -> ``make_images``
     videos  20..T frames, 7 reaction intensities per video, shown only inside a window of
             frames, with the oracle's per-frame z_t (26 values)      -> ``make_videos``
 

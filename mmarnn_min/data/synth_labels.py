@@ -5,10 +5,17 @@ DESIGN.md section 4, images: "an expression is drawn, AU intensities follow the 
 the expression's place on the circumplex plus noise". Three sources mimic the real data
 sets' partial labels:
 
-    source     like        labels kept
-    expr_va    AffectNet   expression + valence-arousal
-    aus        EmotioNet   AUs
-    all        Aff-Wild2   expression + valence-arousal + AUs
+    source     like        what it shows                    labels kept
+    expr_va    AffectNet   a posed expression (Du rules)    expression + valence-arousal
+    aus        EmotioNet   a posed expression (Du rules)    AUs
+    all        Aff-Wild2   a frame of a reaction video      expression + valence-arousal + AUs
+
+Aff-Wild2 is a set of videos, and so is the "all" source: one frame of a reaction video of
+its own person (``synth_make.render_video_frame``), inside the reaction window half of the
+time. Its expression label is the oracle's most probable expression (below). Posed images
+alone teach the AUs only in the Du table's combinations, at poses without head motion or
+blinks; an MMA trained on them read the video frames' AUs and expressions poorly (measured:
+per-frame correlation with the oracle's features 0.49, against 0.60 with this source).
 
 AU labels are binary, as in the real sets. They come from a simulated annotator who marks an
 AU present when its intensity plus logistic noise (scale ``ANNOTATOR_SCALE``) exceeds

@@ -19,11 +19,13 @@ import numpy as np
 from mmarnn_min.affect import NUM_EXPRESSIONS
 from mmarnn_min.data.synth_config import SynthConfig, split_index
 from mmarnn_min.data.synth_face import Identity
-from mmarnn_min.data.synth_labels import SOURCES, annotate_aus, oracle_features, sample_image_affect
+from mmarnn_min.data.synth_labels import (SOURCES, annotate_aus, expression_probabilities, oracle_features,
+                                          sample_image_affect)
 from mmarnn_min.data.synth_render import Shot, background, render_aligned, render_canvas
 from mmarnn_min.data.synth_video import VideoPlan, plan_video
 
-_IMAGES, _VIDEOS = 0, 1  # kinds, in the seeds
+_IMAGES, _VIDEOS, _VIDEO_FRAMES = 0, 1, 2  # kinds, in the seeds
+WINDOW_SHARE = 0.5  # share of the "all" source's frames drawn from inside the reaction window
 _IMAGE_CHUNK = 64  # images per task
 _VIDEO_CHUNK = 4  # videos per task
 
@@ -35,7 +37,11 @@ def sample_rng(config: SynthConfig, split: str, kind: int, *index: int) -> np.ra
 
 def render_image(config: SynthConfig, split: str, source: int, index: int) -> dict[str, np.ndarray]:
     """One labelled image: the aligned crop (S,S,3) uint8, its landmarks (5,2) in crop pixels,
-    the true expression, AUs and VA, and the binary AU labels of the annotator."""
+    the true expression, AUs and VA, and the binary AU labels of the annotator. The "all"
+    source (like Aff-Wild2, a set of videos) gives a frame of a reaction video
+    (``render_video_frame``); the others a posed expression drawn by the Du rules."""
+    if SOURCES[source] == "all":
+        return render_video_frame(config, split, index)
     rng = sample_rng(config, split, _IMAGES, source, index)
     identity = Identity.sample(rng)
     shot = Shot.sample(rng, config.canvas_size)
@@ -49,6 +55,35 @@ def render_image(config: SynthConfig, split: str, source: int, index: int) -> di
                                      config.render, blink)
     return {"images": crop, "landmarks": landmarks.astype(np.float32), "true_expression": expression,
             "true_aus": aus, "true_va": va, "au_labels": au_labels}
+
+
+def render_video_frame(config: SynthConfig, split: str, index: int) -> dict[str, np.ndarray]:
+    """One labelled frame of a reaction video, keyed as ``render_image``: a person of its own
+    (no video set holds them), a video planned as those of the video sets are, and one frame
+    of it, from inside the reaction window with probability ``WINDOW_SHARE``, else from
+    anywhere. Its labels are the frame's true VA, the annotator's AUs and, as its expression,
+    the oracle's most probable one (a frame has no drawn expression)."""
+    rng = sample_rng(config, split, _VIDEO_FRAMES, index)
+    length = int(rng.integers(config.min_frames, config.max_frames + 1))
+    plan = plan_video(rng, length, config.fps)
+    identity = Identity.sample(rng)
+    shot = Shot.sample(rng, config.canvas_size)
+    side = config.canvas_size if config.render == "canvas" else config.image_size
+    backdrop = background(rng, side, side)
+    t = int(rng.integers(*plan.window)) if rng.random() < WINDOW_SHARE else int(rng.integers(plan.length))
+    crop, landmarks = render_aligned(identity, plan.aus[t], moved_shot(shot, plan.motion[t]), backdrop, rng,
+                                     config.image_size, config.render, plan.blink[t])
+    aus = plan.aus[t]
+    return {"images": crop, "landmarks": landmarks.astype(np.float32),
+            "true_expression": int(expression_probabilities(aus).argmax()), "true_aus": aus,
+            "true_va": plan.va[t], "au_labels": annotate_aus(rng, aus)}
+
+
+def moved_shot(shot: Shot, motion: np.ndarray) -> Shot:
+    """The shot of one frame: ``motion`` (5,) is the plan's yaw, pitch, roll (radians) and
+    dx, dy (in inter-ocular distances) at that frame."""
+    yaw, pitch, roll, dx, dy = motion
+    return shot.moved(yaw, pitch, roll, dx * shot.iod, dy * shot.iod)
 
 
 def video_plan(config: SynthConfig, split: str, index: int) -> tuple[VideoPlan, np.random.Generator]:
@@ -73,8 +108,7 @@ def render_video(config: SynthConfig, split: str, index: int, canvas: bool = Fal
     frames = np.empty((plan.length, size, size, 3), np.uint8)
     landmarks = np.empty((plan.length, 5, 2), np.float32)
     for t in range(plan.length):
-        yaw, pitch, roll, dx, dy = plan.motion[t]
-        shot_t = shot.moved(yaw, pitch, roll, dx * shot.iod, dy * shot.iod)
+        shot_t = moved_shot(shot, plan.motion[t])
         if canvas:
             frames[t], landmarks[t] = render_canvas(identity, plan.aus[t], shot_t, backdrop, rng,
                                                     plan.blink[t])

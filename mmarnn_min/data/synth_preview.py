@@ -1,6 +1,6 @@
 """A contact sheet of SynthAffect, so a person can look at the data before trusting it.
 
-Four panels, top to bottom: faces per expression (the "all" source, with their VA); one
+Four panels, top to bottom: faces per expression (the posed "expr_va" source, with their VA); one
 face with each AU alone at full intensity; canvases with their 5 true landmarks next to the
 aligned crops; one video's frames (window marked) with its reaction labels and its oracle
 trajectories (valence, arousal and a few AU probabilities) over time.
@@ -44,13 +44,13 @@ def _titled(title: str, body: np.ndarray, width: int) -> np.ndarray:
 
 
 def expression_grid(config: SynthConfig, per_row: int = 8) -> np.ndarray:
-    """Rows of faces per expression from the "all" source, VA under each."""
+    """Rows of faces per expression from the posed "expr_va" source, VA under each."""
     cell = config.image_size * _ZOOM
     grid = np.full((len(EXPRESSIONS) * (cell + 16), 90 + per_row * cell, 3), 255, np.uint8)
     filled = [0] * len(EXPRESSIONS)
     index = 0
     while min(filled) < per_row:
-        sample = render_image(config, "val", SOURCES.index("all"), index)
+        sample = render_image(config, "val", SOURCES.index("expr_va"), index)
         index += 1
         e = sample["true_expression"]
         if filled[e] == per_row:
@@ -156,7 +156,7 @@ def _trajectories(plan, width: int, height: int = 150) -> np.ndarray:
 
 def contact_sheet(config: SynthConfig = SynthConfig()) -> np.ndarray:
     """The whole sheet (H,W,3) uint8 RGB."""
-    panels = [("Faces per expression (source 'all'); valence / arousal under each",
+    panels = [("Faces per expression (source 'expr_va'); valence / arousal under each",
                expression_grid(config)),
               ("One face per AU at intensity 1, at the crop size (drawn straight into the crop)",
                au_row(config)),
