@@ -13,12 +13,12 @@ A residual unit (He et al. 2016) computes ``ReLU(F(x) + shortcut(x))`` with
 ``F = conv 3x3 - BN - ReLU - conv 3x3 - BN``; the shortcut is the identity when the shape is
 kept and a projection (conv 1x1 with the unit's stride - BN) when it changes.
 
-The grid (``MMAConfig.grid``: 4 by default, 1 in ``paper``) keeps *where* on the aligned face a feature was
-found: a brow raised and a lip corner raised are the same edge at different places. With
-G = 1 (ResNet's global average pool) the network must carry the place in its channels; at
-the default size it then learned more slowly (measured on SynthAffect, same steps: per-frame
-correlation of MMA's video features with the oracle's 0.60 at G = 1, 0.65 at G = 4; pipeline
-test Pearson 0.35 and 0.42).
+The grid (``MMAConfig.grid``: 4 by default, 1 in ``paper``) keeps *where* on the aligned
+face a feature was found: a raised brow and a raised lip corner are the same edge at
+different places. With G = 1 (ResNet's global average pool) the network must carry the
+place in its channels; at the default size it then learned more slowly (measured on
+SynthAffect, same steps: per-frame correlation of MMA's video features with the oracle's
+0.60 at G = 1, 0.65 at G = 4; pipeline test Pearson 0.35 and 0.42).
 
 ``MMA.features`` gives the per-frame affect vector that MRNN reads (DESIGN section 1),
 ``z = [valence, arousal | 7 expression probabilities | 17 AU probabilities]`` (26 values).

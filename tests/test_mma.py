@@ -55,6 +55,7 @@ def test_configs_build_networks_of_growing_size():
     assert sizes[0] < 10_000 < sizes[1] < 1_000_000 < sizes[2]
     paper = MMA(MMAConfig.paper())
     assert len(paper.units) == 8 and paper.embedding[0].in_features == 512        # ResNet-18's depth and width
+    assert MMA(MMAConfig()).embedding[0].in_features == 128 * 4 * 4  # 128 channels on the 4 x 4 grid
     with pytest.raises(ValueError, match=">= 1"):
         MMAConfig(stages=0)
 
