@@ -1,6 +1,7 @@
 """Stages ``mma`` and ``features`` on a small SynthAffect: learning, checkpoints, exact resume,
 the metrics' chance levels, the feature cache, the ablation runner and the benchmark."""
 
+import dataclasses
 import json
 import math
 
@@ -15,8 +16,8 @@ from mmarnn_min.metrics import au_f1
 from mmarnn_min.mma import MMA, MMAConfig
 from mmarnn_min.stages.features import extract_features, load_features, run_features
 from mmarnn_min.stages.mma import (
-    ABLATIONS, MMATrainConfig, affect_metrics, chance_levels, format_ablation, learning_rate, load_mma,
-    run_ablation, train_mma, training_labels,
+    ABLATIONS, MMATrainConfig, affect_metrics, build_mma, chance_levels, format_ablation, learning_rate,
+    load_mma, run_ablation, train_mma, training_labels,
 )
 
 SMALL = SynthConfig(image_size=32, canvas_size=96, render="crop", train_images_per_source=400,
@@ -159,3 +160,14 @@ def test_ablation_runs_every_variant(tmp_path):
 def test_benchmark_runs():
     text = bench_mma.run(torch.device("cpu"), quick=True)
     assert "crops/s" in text and "channels_last" in text
+
+
+def test_a_checkpoint_from_before_the_grid_loads_with_the_global_pool():
+    """Checkpoints written before ``MMAConfig.grid`` existed hold a globally pooled MMA."""
+    old = MMA(MMAConfig(grid=1))
+    config = dataclasses.asdict(old.config)
+    del config["grid"]
+    model = build_mma(old.state_dict(), config)
+    assert model.config.grid == 1
+    images = torch.rand(2, 3, 64, 64)
+    torch.testing.assert_close(model(images).aus, old.eval()(images).aus)

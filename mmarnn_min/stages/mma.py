@@ -228,8 +228,8 @@ def train_mma(
 
 def build_mma(state_dict: dict, config: dict, device: str | torch.device = "cpu") -> MMA:
     """An MMA of ``config`` (an MMAConfig as a dict) holding ``state_dict``, in eval mode, on
-    ``device``."""
-    model = MMA(MMAConfig(**config)).to(device, memory_format=torch.channels_last)
+    ``device``. A config without ``grid`` comes from before the grid existed: global pool."""
+    model = MMA(MMAConfig(**{"grid": 1, **config})).to(device, memory_format=torch.channels_last)
     model.load_state_dict(state_dict)
     return model.eval()
 
