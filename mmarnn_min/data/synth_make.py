@@ -63,13 +63,8 @@ def render_video_frame(config: SynthConfig, split: str, index: int) -> dict[str,
     of it, from inside the reaction window with probability ``WINDOW_SHARE``, else from
     anywhere. Its labels are the frame's true VA, the annotator's AUs and, as its expression,
     the oracle's most probable one (a frame has no drawn expression)."""
-    rng = sample_rng(config, split, _VIDEO_FRAMES, index)
-    length = int(rng.integers(config.min_frames, config.max_frames + 1))
-    plan = plan_video(rng, length, config.fps)
-    identity = Identity.sample(rng)
-    shot = Shot.sample(rng, config.canvas_size)
-    side = config.canvas_size if config.render == "canvas" else config.image_size
-    backdrop = background(rng, side, side)
+    plan, rng = video_plan(config, split, index, _VIDEO_FRAMES)
+    identity, shot, backdrop = video_scene(config, rng, config.render == "canvas")
     t = int(rng.integers(*plan.window)) if rng.random() < WINDOW_SHARE else int(rng.integers(plan.length))
     crop, landmarks = render_aligned(identity, plan.aus[t], moved_shot(shot, plan.motion[t]), backdrop, rng,
                                      config.image_size, config.render, plan.blink[t])
@@ -86,11 +81,21 @@ def moved_shot(shot: Shot, motion: np.ndarray) -> Shot:
     return shot.moved(yaw, pitch, roll, dx * shot.iod, dy * shot.iod)
 
 
-def video_plan(config: SynthConfig, split: str, index: int) -> tuple[VideoPlan, np.random.Generator]:
-    """A video's labels and trajectories, and the random stream that goes on to render it."""
-    rng = sample_rng(config, split, _VIDEOS, index)
+def video_plan(config: SynthConfig, split: str, index: int, kind: int = _VIDEOS,
+               ) -> tuple[VideoPlan, np.random.Generator]:
+    """A video's labels and trajectories, and the random stream that goes on to render it
+    (``kind``: a video of the video sets, or one that an image of the "all" source is a frame of)."""
+    rng = sample_rng(config, split, kind, index)
     length = int(rng.integers(config.min_frames, config.max_frames + 1))
     return plan_video(rng, length, config.fps), rng
+
+
+def video_scene(config: SynthConfig, rng: np.random.Generator, on_canvas: bool,
+                ) -> tuple[Identity, Shot, np.ndarray]:
+    """What stays fixed over a video: the person, the shot, and the backdrop (canvas-sized
+    when the frames are drawn on the canvas, else crop-sized)."""
+    side = config.canvas_size if on_canvas else config.image_size
+    return Identity.sample(rng), Shot.sample(rng, config.canvas_size), background(rng, side, side)
 
 
 def render_video(config: SynthConfig, split: str, index: int, canvas: bool = False,
@@ -99,11 +104,7 @@ def render_video(config: SynthConfig, split: str, index: int, canvas: bool = Fal
     aligned crops (L,S,S,3) and landmarks in crop pixels (L,5,2), made as ``config.render``
     says; ``canvas=True``: the canvas frames (L,C,C,3) and landmarks in canvas pixels."""
     plan, rng = video_plan(config, split, index)
-    identity = Identity.sample(rng)
-    shot = Shot.sample(rng, config.canvas_size)
-    use_canvas = canvas or config.render == "canvas"
-    side = config.canvas_size if use_canvas else config.image_size
-    backdrop = background(rng, side, side)
+    identity, shot, backdrop = video_scene(config, rng, canvas or config.render == "canvas")
     size = config.canvas_size if canvas else config.image_size
     frames = np.empty((plan.length, size, size, 3), np.uint8)
     landmarks = np.empty((plan.length, 5, 2), np.float32)
