@@ -176,7 +176,9 @@ for dm_weight in (0.0, 1.0):
 # every batch, evaluates on the validation images after each epoch, keeps the best epoch and
 # reports its test metrics with the chance levels: CCC 0 for VA, a uniform guess for the
 # expressions, "every AU present" for the AUs (`chance_levels`). We train twice, lambda = 1
-# and lambda = 0, with the same seed.
+# and lambda = 0, with the same seed. (The `mma` stage's default is lambda = 0.3: at 1, L_DM
+# pulled the weak, partial AU patterns of video frames towards whole Du rows; the measurements
+# are in the comment above `MMATrainConfig`.)
 
 # %%
 epochs = _common.quick(8, 1)
@@ -234,5 +236,5 @@ print("metrics of each run:", [str(_common.output_dir(LESSON) / f"mma_dm{w:g}" /
 # 2. Detach the soft targets: recompute L_DM by hand with `q.detach()` in torch and compare
 #    the gradient on the expression logits of the AU-only images with the one above. What
 #    does each version teach the expression head?
-# 3. Change lambda (`dm_weight` = 0.3, 3) and plot the validation AU F1 after 5 epochs.
+# 3. Change lambda (`dm_weight` = 0.1, 0.3, 3) and plot the validation AU F1 after 5 epochs.
 #    Is there a value past which the expression F1 starts to suffer?
