@@ -145,7 +145,9 @@ assert set(table) == {"paper", "fixed", "au"}
 #    and compare `pearson_mean` with `oracle_pearson_mean`. Then measure how far MMA's
 #    per-frame vectors are from the true ones on the validation videos (the cached
 #    `features/*.npz` against `make_videos(config, "val").oracle`): which of the 26 values
-#    does MMA get worst, and does that explain which reactions lose most?
+#    does MMA get worst, and does that explain which reactions lose most? Then run
+#    `python -m mmarnn_min.ceiling --threads 1` (an MMA of the same size told the true values
+#    of video frames): how much of the gap would a perfectly supervised MMA close?
 # 2. Run the full ablation (`python -m mmarnn_min.ablate`, about ten minutes) and state, for
 #    each of the paper's orderings it prints, whether the difference is larger than the
 #    spread over seeds.
