@@ -41,9 +41,9 @@ METRICS: dict[str, str] = {"va": "va_ccc_mean", "expr": "expr_f1", "au": "au_f1"
 # expression head calls happy with p = 0.6 is pushed towards AU6, AU12 (and the row's
 # observational AUs) at 0.6, where the annotator marks an AU12 of intensity 0.3 about one time
 # in eight. Posed images show a Du row whole, so there q and the labels roughly agree; the
-# frames of reaction videos show weak, partial AU patterns, and there they do not. Measured on the default SynthAffect run, as (frame r:
-# correlation over all test video frames between MMA's 26 values and the oracle's, averaged
-# over the 26; pipeline test Pearson):
+# frames of reaction videos show weak, partial AU patterns, and there they do not. Measured
+# on the default SynthAffect run, as (frame r: correlation over all test video frames between
+# MMA's 26 values and the oracle's, averaged over the 26; pipeline test Pearson):
 #     lambda 1: 0.647, 0.442    0.3: 0.682, 0.483    0.1: 0.689, 0.427    0: 0.693, 0.456
 # The Pearson of 100 test videos moves by about +-0.03 between such runs; frame r is the
 # steadier number. 0.3 keeps the coupling of the partially labelled sources (its AU F1 on the
@@ -58,7 +58,7 @@ class MMATrainConfig:
     batch_size: int = 64              # images per step, the three sources mixed
     lr: float = 3e-3                  # AdamW's peak learning rate: 5% linear warm-up, then cosine to 0
     weight_decay: float = 5e-4        # AdamW's decoupled weight decay
-    dm_weight: float = 0.3            # lambda, the weight of the distribution-matching term L_DM (0: off); why 0.3: above
+    dm_weight: float = 0.3            # lambda, the weight of the distribution-matching term L_DM (0: off; why 0.3: above)
     tasks: str = "va,expr,au"         # tasks trained, comma-separated (ablation: one alone)
     flip: bool = True                 # mirror a random half of each batch left-right (the faces are symmetric)
 
