@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import sys
 import time
@@ -43,7 +44,7 @@ import torch
 
 from mmarnn_min.cli_config import add_config_flags, apply_flags, config_from_dict
 from mmarnn_min.data.sequences import SequenceDataset, oracle_sequences
-from mmarnn_min.data.synth import ImageSet, SynthConfig, make_images, make_videos
+from mmarnn_min.data.synth import ImageSet, SynthConfig, make_images, make_videos, prefetch_videos
 from mmarnn_min.mma import MMAConfig
 from mmarnn_min.mrnn import MRNNConfig
 from mmarnn_min.stages import resolve_device, write_json
@@ -341,6 +342,16 @@ def clear_from(out: Path, stage: str) -> None:
         (out / report).unlink(missing_ok=True)
 
 
+def video_prefetch(config: PipelineConfig, stages: list[str]):
+    """When stage features follows stage mma on SynthAffect and PyTorch leaves a core idle
+    (``--threads 1`` on 2 cores), render the videos on that core while MMA trains
+    (``prefetch_videos``): the process to join before stage features, else None."""
+    idle_cores = (os.cpu_count() or 1) - torch.get_num_threads()
+    if config.hume or idle_cores < 1 or stages[:2] != ["mma", "features"]:
+        return None
+    return prefetch_videos(config.data)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = vars(build_parser().parse_args(argv))
     stages = args["stages"] or list(DEFAULT_STAGES)
@@ -360,9 +371,14 @@ def main(argv: list[str] | None = None) -> dict:
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}  # seconds per stage
 
     results = {}
+    prefetch = video_prefetch(config, stages)
     for stage in stages:
         print(f"== stage {stage}: {STAGES[stage][1]}")
         start = time.perf_counter()
+        if stage == "features" and prefetch is not None:
+            if prefetch.is_alive():
+                print("features: waiting for the videos being rendered in the background")
+            prefetch.join()
         results[stage] = STAGES[stage][0](config, out, device, config.seed, resume)
         spent_before = timings.get(stage, 0.0) if resume else 0.0   # a killed attempt's share
         timings[stage] = round(spent_before + time.perf_counter() - start, 1)

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from mmarnn_min.affect import REACTIONS
 from mmarnn_min.data import synth_video
-from mmarnn_min.data.synth import SynthConfig, export_videos, make_videos, video_id
+from mmarnn_min.data import synth_cache
+from mmarnn_min.data.synth import SynthConfig, export_videos, make_videos, prefetch_videos, video_id
 from mmarnn_min.data.synth_baseline import ridge_baseline
 from mmarnn_min.data.synth_labels import oracle_features
 from mmarnn_min.data.synth_make import make_video_arrays, video_plan
@@ -41,6 +42,19 @@ def test_video_set_shapes_and_labels(cache_dir):
     for v in range(3):
         np.testing.assert_array_equal(padded[v, :lengths[v]], videos[v].oracle)
         assert not padded[v, lengths[v]:].any()
+
+
+def test_prefetched_videos_are_cached_and_equal_to_rendered_ones(cache_dir):
+    process = prefetch_videos(TINY, ("val", "test"))
+    process.join(timeout=120)
+    assert process.exitcode == 0
+    for split in ("val", "test"):
+        cached = synth_cache.load(synth_cache.entry_dir(f"videos-{split}", TINY))
+        assert cached is not None, split
+        fresh = make_videos(TINY, split, workers=1, cache=False, verbose=False)
+        np.testing.assert_array_equal(cached["frames"], fresh.frames)
+        np.testing.assert_array_equal(cached["reactions"], fresh.reactions)
+    assert synth_cache.load(synth_cache.entry_dir("videos-train", TINY)) is None   # only the splits asked for
 
 
 @settings(max_examples=6, deadline=None)

@@ -31,6 +31,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, replace
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Iterator
 
@@ -40,7 +41,7 @@ from mmarnn_min.affect import REACTIONS
 from mmarnn_min.data import synth_cache
 from mmarnn_min.data.synth_config import RENDER_MODES, SPLITS, SynthConfig, split_index
 from mmarnn_min.data.synth_labels import SOURCES, oracle_features
-from mmarnn_min.data.synth_make import make_image_arrays, make_video_arrays, render_video
+from mmarnn_min.data.synth_make import make_image_arrays, make_video_arrays, process_context, render_video
 from mmarnn_min.video import write_video
 
 __all__ = [
@@ -195,6 +196,23 @@ def make_videos(config: SynthConfig = SynthConfig(), split: str = "train", worke
         offsets=np.concatenate([[0], np.cumsum(arrays["lengths"])]).astype(np.int64),
         reactions=arrays["reactions"], windows=arrays["windows"].astype(np.int64),
     )
+
+
+def prefetch_videos(config: SynthConfig, splits: tuple[str, ...] = SPLITS) -> BaseProcess:
+    """Render and cache the videos of ``splits`` in one background process, and return it
+    (``join`` it before ``make_videos`` reads them). The train
+    command starts it beside stage mma when PyTorch leaves a core idle (``--threads 1`` on 2
+    cores), so that stage features finds its videos cached instead of rendering them then.
+    A cache entry is written atomically and is the same whoever renders it: a prefetch that
+    dies or is killed costs only the time it would have saved."""
+    process = process_context().Process(target=_render_videos, args=(config, splits), daemon=True)
+    process.start()
+    return process
+
+
+def _render_videos(config: SynthConfig, splits: tuple[str, ...]) -> None:
+    for split in splits:
+        make_videos(config, split, workers=1, verbose=False)
 
 
 def export_videos(config: SynthConfig, directory: str | Path, splits: tuple[str, ...] = SPLITS,

@@ -142,7 +142,7 @@ def _video_chunk(config: SynthConfig, split: str, start: int, stop: int) -> dict
     return {key: np.concatenate(value) for key, value in parts.items()}
 
 
-def _pool_context() -> multiprocessing.context.BaseContext:
+def process_context() -> multiprocessing.context.BaseContext:
     """fork on Linux: workers start at once and the caller's script needs no
     ``if __name__ == "__main__":`` guard. The workers run numpy and OpenCV only, which was
     checked to be safe after torch's and OpenCV's thread pools ran in the parent (Python 3.12+
@@ -161,7 +161,7 @@ def _run(tasks: list[tuple], job: Callable[..., dict[str, np.ndarray]], workers:
         results = [job(*task) for task in tasks]
     else:
         with warnings.catch_warnings(), ProcessPoolExecutor(min(workers, len(tasks)),
-                                                             mp_context=_pool_context()) as pool:
+                                                             mp_context=process_context()) as pool:
             warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
             results = list(pool.map(job, *zip(*tasks)))
     return {key: np.concatenate([r[key] for r in results]) for key in results[0]}
