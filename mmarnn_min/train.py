@@ -36,6 +36,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -342,7 +343,7 @@ def clear_from(out: Path, stage: str) -> None:
         (out / report).unlink(missing_ok=True)
 
 
-def video_prefetch(config: PipelineConfig, stages: list[str]):
+def video_prefetch(config: PipelineConfig, stages: list[str]) -> BaseProcess | None:
     """When stage features follows stage mma on SynthAffect and PyTorch leaves a core idle
     (``--threads 1`` on 2 cores), render the videos on that core while MMA trains
     (``prefetch_videos``): the process to join before stage features, else None."""

@@ -14,7 +14,7 @@ import pytest
 from mmarnn_min.affect import REACTIONS
 from mmarnn_min.cli_config import config_from_dict
 from mmarnn_min.predict import load_trained
-from mmarnn_min.train import PipelineConfig, build_parser, main
+from mmarnn_min.train import PipelineConfig, build_parser, main, video_prefetch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,6 +108,18 @@ def test_flags_come_from_the_config_and_are_saved(shared_cache, tmp_path, capsys
     # a later stage without --config continues the run's own config
     main(["features", "--out", str(out), "--device", "cpu"])
     assert "the run's own" in capsys.readouterr().out
+
+
+def test_videos_render_beside_stage_mma_only_on_an_idle_core(cache_dir, monkeypatch):
+    tiny = PipelineConfig.tiny()
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)              # PyTorch's one thread takes the only core
+    assert video_prefetch(tiny, ["mma", "features", "mrnn"]) is None
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert video_prefetch(tiny, ["features", "mrnn"]) is None      # no training to overlap with
+    assert video_prefetch(PipelineConfig(hume="/data/hume"), ["mma", "features"]) is None   # real videos
+    process = video_prefetch(tiny, ["mma", "features", "mrnn"])
+    process.join(timeout=120)
+    assert process.exitcode == 0
 
 
 def test_presets():

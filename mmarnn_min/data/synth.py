@@ -46,7 +46,7 @@ from mmarnn_min.video import write_video
 
 __all__ = [
     "SOURCES", "SPLITS", "ImageSet", "SynthConfig", "SynthVideo", "VideoSet", "export_videos",
-    "make_images", "make_videos", "oracle_features", "video_id",
+    "make_images", "make_videos", "oracle_features", "prefetch_videos", "video_id",
 ]
 
 
@@ -200,11 +200,11 @@ def make_videos(config: SynthConfig = SynthConfig(), split: str = "train", worke
 
 def prefetch_videos(config: SynthConfig, splits: tuple[str, ...] = SPLITS) -> BaseProcess:
     """Render and cache the videos of ``splits`` in one background process, and return it
-    (``join`` it before ``make_videos`` reads them). The train
-    command starts it beside stage mma when PyTorch leaves a core idle (``--threads 1`` on 2
-    cores), so that stage features finds its videos cached instead of rendering them then.
-    A cache entry is written atomically and is the same whoever renders it: a prefetch that
-    dies or is killed costs only the time it would have saved."""
+    (``join`` it before ``make_videos`` reads them). The train command starts it beside stage
+    mma when PyTorch leaves a core idle (``--threads 1`` on 2 cores), so that stage features
+    finds its videos cached instead of rendering them then. A cache entry is written
+    atomically and is the same whoever renders it: a prefetch that dies or is killed costs
+    only the time it would have saved."""
     process = process_context().Process(target=_render_videos, args=(config, splits), daemon=True)
     process.start()
     return process
