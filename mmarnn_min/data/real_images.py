@@ -36,13 +36,14 @@ import numpy as np
 from mmarnn_min.affect import NUM_AUS
 from mmarnn_min.cache import cache_root
 from mmarnn_min.data.synth import SOURCES, ImageSet
+from mmarnn_min.errors import UserError
 from mmarnn_min.faces import align_face, align_template
 
 PROGRESS_EVERY = 1000  # images between two progress lines of load_image_set
 _SOURCES_HASHED = ("data/real_images.py", "faces.py")  # the code that draws the crops
 
 
-class DataFormatError(ValueError):
+class DataFormatError(UserError, ValueError):
     """A malformed data file: the message names the file, the line (1-based) and what was
     expected vs found."""
 
