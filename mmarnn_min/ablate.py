@@ -1,5 +1,5 @@
 """``python -m mmarnn_min.ablate``: the paper's MRNN ablations (section 4) on SynthAffect, in one
-command and one table.
+command and one table (the variants themselves: ``mmarnn_min.mrnn_variants``).
 
 Every variant is the paper's MRNN with one thing changed, trained on the same videos with
 several seeds (mean and spread over seeds, test split):
@@ -34,16 +34,19 @@ from typing import Literal
 import numpy as np
 import torch
 
-from mmarnn_min.bench.timing import format_table
+from mmarnn_min.checkpoints import load_mrnn
 from mmarnn_min.cli_config import add_config_flags, apply_flags
+from mmarnn_min.config import ablation_data, preset
 from mmarnn_min.data.sequences import SequenceDataset, oracle_sequences
 from mmarnn_min.data.synth_config import SynthConfig
-from mmarnn_min.mrnn import MRNNConfig
-from mmarnn_min.stages import resolve_device, write_json
-from mmarnn_min.stages.mrnn import MRNNTrainConfig, evaluate, load_mrnn, train_mrnn
+from mmarnn_min.files import write_json
+from mmarnn_min.runtime import resolve_device
+from mmarnn_min.stages.features import load_run_features
+from mmarnn_min.stages.mrnn import MRNNTrainConfig, evaluate, train_mrnn
+from mmarnn_min.tables import format_table
 
 PAPER = "paper"
-VARIANTS: dict[str, tuple[str, dict]] = {   # key -> (label, changes to MRNNConfig; "loss": to MRNNTrainConfig)
+VARIANTS: dict[str, tuple[str, dict]] = {   # key -> (label, changes to MRNNVariant; "loss": to MRNNTrainConfig)
     PAPER: ("masked routing (paper)", {}),
     "fixed": ("fixed length: crop / repeat", {"sequence": "fixed"}),
     "padded": ("zero padding, no mask", {"sequence": "padded"}),
@@ -72,8 +75,8 @@ class AblationConfig:
     run: str = "runs/latest"       # the training run whose cached features --source features reads
     seeds: int = 3                 # seeds per variant
     variants: str = ""             # comma-separated subset of: paper, fixed, padded, mse, va, expr, au, va+expr, va+au, expr+au, lstm (default: all)
-    data: SynthConfig = field(default_factory=lambda: SynthConfig(train_videos=600, eval_videos=300))
-    mrnn: MRNNTrainConfig = field(default_factory=lambda: MRNNTrainConfig(model=MRNNConfig(max_frames=96)))
+    data: SynthConfig = field(default_factory=ablation_data)
+    mrnn: MRNNTrainConfig = field(default_factory=lambda: preset("default").mrnn)
 
     @property
     def variant_names(self) -> list[str]:
@@ -85,17 +88,15 @@ class AblationConfig:
 
 
 def variant_config(base: MRNNTrainConfig, changes: dict) -> MRNNTrainConfig:
-    model_changes = {key: value for key, value in changes.items() if key != "loss"}
-    config = replace(base, model=replace(base.model, **model_changes))
+    variant_changes = {key: value for key, value in changes.items() if key != "loss"}
+    config = replace(base, variant=replace(base.variant, **variant_changes))
     return replace(config, loss=changes["loss"]) if "loss" in changes else config
 
 
 def load_splits(config: AblationConfig) -> dict[str, SequenceDataset]:
     if config.source == "oracle":
         return {split: oracle_sequences(config.data, split) for split in ("train", "val", "test")}
-    from mmarnn_min.train import feature_splits
-
-    return feature_splits(Path(config.run))
+    return load_run_features(Path(config.run))
 
 
 def run_variant(config: MRNNTrainConfig, splits: dict[str, SequenceDataset], out_dir: Path, device: torch.device,

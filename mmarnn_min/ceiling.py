@@ -2,7 +2,7 @@
 told exactly what to read (a diagnostic of the gap between the report's two Pearson numbers).
 
 The report reads the trained pipeline against the oracle, the same MRNN on SynthAffect's true
-per-frame affect z_t (DESIGN sections 1 and 4). Between the two sits MMA (paper section 3.1):
+per-frame affect z_t. Between the two sits MMA (paper section 3.1):
 how well it reads z_t from the pixels. This command bounds that from above for one network
 size, crop size and video set. It trains an MMA of the config's size by least squares straight
 on the oracle's 26 values of ``--frames`` frames drawn from the training videos, a supervision
@@ -11,17 +11,11 @@ those), then trains the config's MRNN on this MMA's per-frame values, and the or
 the report does. It prints:
 
     frame r    correlation over all test video frames between this MMA's values and the
-               oracle's, per value, averaged over the 26 (the report's MMA: README, "Read the
-               two Pearson numbers together")
+               oracle's, per value, averaged over the 26
     Pearson    test Pearson of the MRNN on this MMA's values and on the oracle's, and their ratio
 
-Measured at the default size (``python -m mmarnn_min.ceiling --threads 1``: 4 minutes on 2 CPU
-cores with the videos already cached by a training run): frame r 0.80 and a test Pearson of
-0.488 against the oracle's 0.595, 82% (an earlier version of this experiment, another draw of
-frames and learning-rate schedule, gave 0.505, 85%), where the default run's MMA has frame r
-0.68 and 81%. The Pearson of 100 test videos moves by a few hundredths between such runs; frame
-r is the steadier number. Results go to ``OUT/ceiling.json``; the MRNNs' checkpoints to
-``OUT/mrnn`` and ``OUT/oracle``.
+Results go to ``OUT/ceiling.json``; the MRNNs' checkpoints to ``OUT/mrnn`` and ``OUT/oracle``.
+What it measured: docs/experiments.md.
 """
 
 from __future__ import annotations
@@ -34,14 +28,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmarnn_min.config import load_config
 from mmarnn_min.data.sequences import SequenceDataset, oracle_sequences
 from mmarnn_min.data.synth import SPLITS, VideoSet, make_videos
-from mmarnn_min.data.synth_baseline import pearson
+from mmarnn_min.files import write_json
+from mmarnn_min.metrics import pearson
 from mmarnn_min.mma import MMA, MMAConfig, images_to_tensor
-from mmarnn_min.stages import ProgressLine, resolve_device, write_json
+from mmarnn_min.optim import warmup_cosine_lr
+from mmarnn_min.progress import ProgressLine
+from mmarnn_min.runtime import resolve_device
 from mmarnn_min.stages.features import extract_features
-from mmarnn_min.stages.mma import learning_rate
-from mmarnn_min.train import starting_config, train_and_test
+from mmarnn_min.stages.mrnn import train_and_test
 
 
 def train_on_oracle(model_config: MMAConfig, videos: VideoSet, frames: int, epochs: int, batch_size: int,
@@ -68,7 +65,7 @@ def train_on_oracle(model_config: MMAConfig, videos: VideoSet, frames: int, epoc
             x = images_to_tensor(images[batch.numpy()], device)                       # (B, 3, S, S)
             x = torch.where(flips[batch].to(device)[:, None, None, None], x.flip(3), x)
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(lr, epoch * steps_per_epoch + step, steps_per_epoch * epochs)
+                group["lr"] = warmup_cosine_lr(lr, epoch * steps_per_epoch + step, steps_per_epoch * epochs)
             loss = (model.features(x) - targets[batch].to(device)).pow(2).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -89,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = starting_config(args.config, args.out, continues=False)
+    config = load_config(args.config)
     if config.hume:
         parser.error("the ceiling needs SynthAffect's true per-frame affect: drop hume from the config")
     device = resolve_device(args.device)

@@ -18,6 +18,7 @@ amsgrad), per block with its own step count k:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -84,6 +85,16 @@ def mrnn_optimizer(model: nn.Module, lr: float = 1e-3, betas: tuple[float, float
     """LazyAdam for an ``MRNN``: frame blocks for ``routing_weight``, plain Adam for the rest."""
     others = [p for name, p in model.named_parameters() if name != "routing_weight"]
     return LazyAdam(
-        [{"params": [model.routing_weight], "frames": model.config.routed_frames}, {"params": others}],
+        [{"params": [model.routing_weight], "frames": model.routed_frames}, {"params": others}],
         lr=lr, betas=betas, eps=eps,
     )
+
+
+def warmup_cosine_lr(peak: float, step: int, total_steps: int, warmup: float = 0.05) -> float:
+    """MMA's learning-rate schedule: a linear warm-up over the first ``warmup`` of the steps
+    (Adam's early moments are poor estimates), then a half cosine down to 0."""
+    warmup_steps = max(1, round(warmup * total_steps))
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))

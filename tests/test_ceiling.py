@@ -10,9 +10,9 @@ import torch
 from mmarnn_min.ceiling import main, train_on_oracle
 from mmarnn_min.data.synth import make_videos
 from mmarnn_min.mma import MMA, MMAConfig, predict_features
-from mmarnn_min.train import PipelineConfig
+from mmarnn_min.config import preset
 
-TINY = PipelineConfig.tiny()
+TINY = preset("tiny")
 
 
 def mse(model: MMA, videos) -> float:

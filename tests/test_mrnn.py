@@ -1,4 +1,5 @@
-"""MRNN: a video's output depends on its own real frames only; lengths 1..T; clear errors."""
+"""MRNN, the paper's model: a video's output depends on its own real frames only; lengths 1..T;
+clear errors. (Its ablation variants: test_mrnn_variants.py.)"""
 
 import math
 
@@ -8,14 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmarnn_min.mrnn import MRNN, MRNNConfig
+from mmarnn_min.mrnn_variants import MRNNVariant, build_mrnn
 
 SETTINGS = settings(max_examples=20, deadline=None)
 SMALL = dict(input_size=5, hidden_size=6, routed_size=4, num_reactions=3, max_frames=9)
 
 
-def small_model(seed: int = 0, **overrides) -> MRNN:
+def small_model(seed: int = 0, variant: MRNNVariant | None = None, **overrides) -> MRNN:
     torch.manual_seed(seed)
-    return MRNN(MRNNConfig(**(SMALL | overrides))).double()
+    return build_mrnn(MRNNConfig(**(SMALL | overrides)), variant).double()
 
 
 @st.composite
@@ -62,7 +64,7 @@ def test_padding_never_changes_the_output_nor_receives_gradient(batch, fill, see
 @given(batches(), st.sampled_from(["gru", "torch_gru", "lstm"]))
 def test_a_video_does_not_depend_on_the_rest_of_the_batch(batch, rnn):
     z, lengths = batch
-    model = small_model(rnn=rnn)
+    model = small_model(variant=MRNNVariant(rnn=rnn))
     together = model(z, lengths)
     for b in range(z.shape[0]):
         alone = model(z[b : b + 1, : lengths[b]], lengths[b : b + 1])
@@ -86,7 +88,7 @@ def test_every_length_from_one_to_T_and_only_those_frames_count():
 
 
 def test_hand_written_and_torch_gru_are_interchangeable():
-    ours, theirs = small_model(rnn="gru"), small_model(rnn="torch_gru")
+    ours, theirs = small_model(), small_model(variant=MRNNVariant(rnn="torch_gru"))
     assert ours.state_dict().keys() == theirs.state_dict().keys()
     theirs.load_state_dict(ours.state_dict())
     z, lengths = torch.randn(4, 9, 5, dtype=torch.float64), torch.tensor([9, 2, 5, 1])
@@ -115,52 +117,18 @@ def test_clear_errors():
         model(z, torch.tensor([9.0, 3.0]))
     with pytest.raises(ValueError, match="no video"):
         model(z[:0], torch.tensor([], dtype=torch.int64))
-    with pytest.raises(ValueError, match="rnn must be one of"):
-        MRNN(MRNNConfig(rnn="transformer"))
+    with pytest.raises(ValueError, match=">= 1"):
+        MRNNConfig(hidden_size=0)
 
 
-# ---- the ablation variants: input subsets and the sequence strategies ----------------------
+def test_the_paper_forward_is_the_composition_of_its_parts():
+    """GRU -> masked routing -> FC -> ReLU -> FC -> sigmoid, written out with the parts."""
+    from mmarnn_min.routing import masked_routing
 
-def test_fixed_length_crops_the_centre_and_repeats_short_videos():
-    from mmarnn_min.mrnn import fixed_length
-
-    z = torch.arange(10, dtype=torch.float64)[None, :, None].repeat(2, 1, 1)      # frame t holds t
-    out = fixed_length(z, torch.tensor([10, 3]), 4)[..., 0]
-    assert out[0].tolist() == [3, 4, 5, 6]                  # 10 frames -> the centre 4
-    assert out[1].tolist() == [0, 0, 1, 2]                  # 3 frames stretched to 4: floor(i * 3 / 4)
-
-
-def test_a_subset_of_inputs_ignores_the_other_columns():
-    torch.manual_seed(0)
-    model = MRNN(MRNNConfig(hidden_size=6, routed_size=4, max_frames=9, inputs="va")).double()
-    z, lengths = torch.randn(2, 9, 26, dtype=torch.float64), torch.tensor([9, 4])
-    changed = z.clone()
-    changed[..., 2:] = torch.randn(2, 9, 24, dtype=torch.float64)            # expressions and AUs
-    assert torch.equal(model(z, lengths), model(changed, lengths))
-    assert model.rnn.weight_ih_l0.shape[1] == 2
-
-
-@pytest.mark.parametrize("sequence", ["padded", "fixed"])
-def test_the_strategies_without_the_mask_train_every_weight_block(sequence):
-    model = small_model(sequence=sequence, fixed_frames=5)
-    frames = model.config.routed_frames
-    assert model.routing_weight.shape == (4, frames * 6)
-    z, lengths = torch.randn(2, 9, 5, dtype=torch.float64), torch.tensor([3, 2])
-    model(z, lengths).sum().backward()
-    assert model.frames_reached(lengths) == frames
-    blocks = model.routing_weight.grad.view(4, frames, 6)
-    assert (blocks.abs().sum(dim=(0, 2)) > 0).all()        # padded or repeated frames get gradient too
-
-
-def test_fixed_length_reads_videos_longer_than_max_frames():
-    model = small_model(sequence="fixed", fixed_frames=4)
-    assert model(torch.randn(1, 30, 5, dtype=torch.float64), torch.tensor([30])).shape == (1, 3)
-
-
-@pytest.mark.parametrize("change, message", [
-    (dict(inputs="va,pose"), "inputs"), (dict(inputs=""), "inputs"), (dict(sequence="cropped"), "sequence"),
-    (dict(rnn="rnn"), "rnn"), (dict(inputs="au", input_size=5), "input_size must be 26"), (dict(fixed_frames=0), ">= 1"),
-])
-def test_invalid_variant_configs_are_refused(change, message):
-    with pytest.raises(ValueError, match=message):
-        MRNNConfig(**change)
+    model = small_model()
+    z, lengths = torch.randn(3, 9, 5, dtype=torch.float64), torch.tensor([9, 4, 1])
+    h, _ = model.rnn(torch.where(torch.arange(9)[None, :, None] < lengths[:, None, None], z, 0.0))
+    routed = masked_routing(h, lengths, model.routing_weight, model.routing_bias, backend="fallback")
+    expected = torch.sigmoid(model.head(torch.relu(routed)))
+    torch.testing.assert_close(model(z, lengths), expected, rtol=1e-12, atol=1e-12)
+    assert type(small_model()) is MRNN                          # the default variant is the paper's model

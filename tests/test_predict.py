@@ -18,7 +18,10 @@ from mmarnn_min.data.synth import SynthConfig, export_videos
 from mmarnn_min.faces import align_faces
 from mmarnn_min.mma import MMA, MMAConfig, predict_features
 from mmarnn_min.mrnn import MRNN, MRNNConfig
-from mmarnn_min.predict import load_trained, main, predict_video, video_crops
+from mmarnn_min.checkpoints import load_trained
+from mmarnn_min.inference import predict_video
+from mmarnn_min.predict import main
+from mmarnn_min.video_faces import video_crops
 from mmarnn_min.video import read_video, write_video
 
 TINY = SynthConfig(image_size=32, canvas_size=96, train_images_per_source=6, eval_images_per_source=3,

@@ -15,10 +15,11 @@ from mmarnn_min.data.synth import SynthConfig, make_images, make_videos
 from mmarnn_min.metrics import au_f1
 from mmarnn_min.mma import MMA, MMAConfig
 from mmarnn_min.stages.features import extract_features, load_features, run_features
-from mmarnn_min.stages.mma import (
-    ABLATIONS, MMATrainConfig, affect_metrics, build_mma, chance_levels, format_ablation, learning_rate,
-    load_mma, run_ablation, train_mma, training_labels,
-)
+from mmarnn_min.checkpoints import load_mma, restore_mma
+from mmarnn_min.optim import warmup_cosine_lr
+from mmarnn_min.stages.mma import MMATrainConfig, train_mma, training_labels
+from mmarnn_min.stages.mma_ablation import ABLATIONS, format_ablation, run_ablation
+from mmarnn_min.stages.mma_eval import affect_metrics, chance_levels
 
 SMALL = SynthConfig(image_size=32, canvas_size=96, render="crop", train_images_per_source=400,
                     eval_images_per_source=100, train_videos=3, eval_videos=2, min_frames=8, max_frames=16)
@@ -83,7 +84,7 @@ def test_training_config_and_schedule():
         MMATrainConfig(tasks="va,faces")
     assert MMATrainConfig(tasks=" au , va").task_list == ("au", "va")
     peak, total = 1e-2, 200
-    rates = [learning_rate(peak, step, total) for step in range(total)]
+    rates = [warmup_cosine_lr(peak, step, total) for step in range(total)]
     assert rates[0] == pytest.approx(peak / 10) and max(rates) == pytest.approx(peak)
     assert rates[-1] < 1e-3 * peak and all(a >= b for a, b in zip(rates[10:], rates[11:]))
 
@@ -170,7 +171,7 @@ def test_a_checkpoint_from_before_the_grid_loads_with_the_global_pool():
     old = MMA(MMAConfig(grid=1))
     config = dataclasses.asdict(old.config)
     del config["grid"]
-    model = build_mma(old.state_dict(), config)
+    model = restore_mma(old.state_dict(), config)
     assert model.config.grid == 1
     images = torch.rand(2, 3, 64, 64)
     torch.testing.assert_close(model(images).aus, old.eval()(images).aus)

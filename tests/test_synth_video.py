@@ -70,7 +70,7 @@ def test_a_video_is_a_function_of_the_seed_and_not_of_the_workers(seed):
 def test_lengths_cover_the_range():
     config = SynthConfig()
     lengths = [video_plan(config, "train", i)[0].length for i in range(300)]
-    assert min(lengths) < 30 and max(lengths) > 85 and max(lengths) <= config.max_frames
+    assert min(lengths) < config.min_frames + 10 and max(lengths) > config.max_frames - 10 and max(lengths) <= config.max_frames
 
 
 def test_the_reaction_shows_only_in_its_window():

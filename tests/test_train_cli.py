@@ -13,8 +13,11 @@ import pytest
 
 from mmarnn_min.affect import REACTIONS
 from mmarnn_min.cli_config import config_from_dict
-from mmarnn_min.predict import load_trained
-from mmarnn_min.train import PipelineConfig, build_parser, main, video_prefetch
+from mmarnn_min.checkpoints import load_trained
+from mmarnn_min.config import PipelineConfig, preset
+from mmarnn_min.errors import UserError
+from mmarnn_min.pipeline import video_prefetch
+from mmarnn_min.train import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,7 +62,7 @@ def test_all_stages_write_the_report(unbroken):
 def test_the_trained_models_load_for_predict(unbroken):
     trained = load_trained(unbroken)
     assert trained.source == (unbroken / "e2e" / "best.pt",)
-    assert trained.image_size == PipelineConfig.tiny().data.image_size
+    assert trained.image_size == preset("tiny").data.image_size
     assert load_trained(unbroken, e2e=False).source == (unbroken / "mma" / "best.pt", unbroken / "mrnn" / "best.pt")
 
 
@@ -101,8 +104,8 @@ def test_flags_come_from_the_config_and_are_saved(shared_cache, tmp_path, capsys
     main(["mma", "--config", "tiny", "--out", str(out), "--device", "cpu", "--mma-epochs", "1",
           "--mrnn-rnn", "lstm", "--data-seed", "5"])
     saved = config_from_dict(PipelineConfig, json.loads((out / "config.json").read_text()))
-    assert saved.mma.epochs == 1 and saved.mrnn.model.rnn == "lstm" and saved.data.seed == 5
-    assert saved.mma.model == PipelineConfig.tiny().mma.model                # the rest is tiny's
+    assert saved.mma.epochs == 1 and saved.mrnn.variant.rnn == "lstm" and saved.data.seed == 5
+    assert saved.mma.model == preset("tiny").mma.model                # the rest is tiny's
     assert "MMA (test images)" in capsys.readouterr().out
 
     # a later stage without --config continues the run's own config
@@ -111,7 +114,7 @@ def test_flags_come_from_the_config_and_are_saved(shared_cache, tmp_path, capsys
 
 
 def test_videos_render_beside_stage_mma_only_on_an_idle_core(cache_dir, monkeypatch):
-    tiny = PipelineConfig.tiny()
+    tiny = preset("tiny")
     monkeypatch.setattr(os, "cpu_count", lambda: 1)              # PyTorch's one thread takes the only core
     assert video_prefetch(tiny, ["mma", "features", "mrnn"]) is None
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
@@ -123,11 +126,11 @@ def test_videos_render_beside_stage_mma_only_on_an_idle_core(cache_dir, monkeypa
 
 
 def test_presets():
-    paper = PipelineConfig.paper()
+    paper = preset("paper")
     assert (paper.mrnn.model.max_frames, paper.mrnn.batch_size, paper.mrnn.model.hidden_size,
             paper.mrnn.model.num_layers, paper.mrnn.model.routed_size) == (480, 4, 128, 1, 32)
     assert paper.data.image_size == 112 and paper.data.max_frames == 480
-    default = PipelineConfig.default()
+    default = preset("default")
     assert default.mrnn.model.max_frames >= default.data.max_frames   # every SynthAffect video fits
 
 
@@ -135,11 +138,11 @@ def test_user_errors(shared_cache, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train-everything", "--out", str(tmp_path)])
     assert "unknown stage" in capsys.readouterr().err
-    with pytest.raises(FileNotFoundError, match="needs a trained MMA at .*best.pt"):
+    with pytest.raises(UserError, match="needs a trained MMA at .*best.pt"):
         main(["features", "--config", "tiny", "--out", str(tmp_path / "empty"), "--device", "cpu"])
-    with pytest.raises(FileNotFoundError, match="needs a trained MRNN"):
+    with pytest.raises(UserError, match="needs a trained MRNN"):
         main(["e2e", "--config", "tiny", "--out", str(tmp_path / "empty"), "--device", "cpu"])
-    with pytest.raises(SystemExit, match="neither tiny, default, paper nor a file"):
+    with pytest.raises(UserError, match=r"neither a preset \(tiny, default, paper\) nor a file"):
         main(["--config", "huge", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         main(["--config", "tiny", "--mrnn-sequence", "cropped"])
@@ -148,7 +151,7 @@ def test_user_errors(shared_cache, tmp_path, capsys):
 def test_mrnn_refuses_videos_longer_than_it_reads(shared_cache, tmp_path):
     out = tmp_path / "run"
     main(["mma", "features", "--config", "tiny", "--out", str(out), "--device", "cpu", "--mma-epochs", "1"])
-    with pytest.raises(ValueError, match="raise --mrnn-max-frames"):
+    with pytest.raises(UserError, match="raise --mrnn-max-frames"):
         main(["mrnn", "--out", str(out), "--device", "cpu", "--mrnn-max-frames", "8"])
 
 

@@ -1,6 +1,7 @@
 """Stage mrnn: the planted data, padding into batches, training, checkpoints, resume, the CLI."""
 
 import json
+from dataclasses import asdict
 import math
 
 import numpy as np
@@ -12,6 +13,8 @@ from mmarnn_min.data.planted import PlantedConfig, make_planted, planted_splits
 from mmarnn_min.data.sequences import SequenceDataset, oracle_sequences, pad_collate
 from mmarnn_min.data.synth_config import SynthConfig
 from mmarnn_min.mrnn import MRNN, MRNNConfig
+from mmarnn_min.checkpoints import load_mrnn
+from mmarnn_min.mrnn_variants import MRNNVariant
 from mmarnn_min.stages.mrnn import MRNNTrainConfig, train_mrnn
 
 TINY_MODEL = MRNNConfig(hidden_size=32, routed_size=16, max_frames=32)
@@ -74,8 +77,7 @@ def test_training_learns_the_planted_signal_and_writes_results(tmp_path):
     assert any("val pearson" in line for line in lines)
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(results))
     best = torch.load(tmp_path / "best.pt", weights_only=False)
-    model = MRNN(MRNNConfig(**best["config"]))
-    model.load_state_dict(best["model"])
+    assert type(load_mrnn(tmp_path / "best.pt")) is MRNN and best["variant"] == asdict(MRNNVariant())
     assert best["epoch"] == results["best_epoch"]
 
 

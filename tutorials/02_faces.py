@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 import _common
-from mmarnn_min import faces
+from mmarnn_min import detectors, faces
 from mmarnn_min.data.synth import SynthConfig, export_videos
 from mmarnn_min.video import read_video
 
@@ -90,7 +90,7 @@ print(f"{paths[0]}: {video.num_frames} frames of {video.frames.shape[1:]} at {vi
 
 # %%
 picks = np.linspace(0, video.num_frames - 1, 4).round().astype(int)
-detections = [faces.GivenLandmarks(landmarks[t]).detect(video.frames[t])[0] for t in picks]
+detections = [detectors.GivenLandmarks(landmarks[t]).detect(video.frames[t])[0] for t in picks]
 crops = faces.align_faces(video.frames[picks], landmarks[picks], SIZE)   # (4, 112, 112, 3)
 
 fig, axes = plt.subplots(2, len(picks), figsize=(3 * len(picks), 6.2))
@@ -138,18 +138,18 @@ print(f"matched: over {len(errors)} frames every aligned landmark lies within {e
 #
 # Real videos rarely come with landmarks. `HaarDetector` runs OpenCV's frontal-face cascade
 # (it ships inside opencv-python 4.x, no download). It finds a *box*, not landmarks, so it
-# places the 5 points at fixed fractions of the box (`faces.HAAR_LANDMARKS_IN_BOX`): a rough
-# alignment, good for frontal faces. (RetinaFace, `faces.RetinaFaceDetector`, locates the
+# places the 5 points at fixed fractions of the box (`detectors.HAAR_LANDMARKS_IN_BOX`): a rough
+# alignment, good for frontal faces. (RetinaFace, `detectors.RetinaFaceDetector`, locates the
 # 5 points for real but needs its weights file.)
 #
 # First on the SynthAffect frames, where we know the truth: how often does Haar find the face,
 # and how far are its estimated points from the true ones, in units of the eye distance?
 
 # %%
-haar = faces.HaarDetector()
+haar = detectors.HaarDetector()
 found, point_errors = 0, []
 for t in range(video.num_frames):
-    face = faces.primary_face(haar, video.frames[t])
+    face = detectors.primary_face(haar, video.frames[t])
     if face is None:
         continue
     found += 1

@@ -27,7 +27,7 @@ import numpy as np
 import _common
 from mmarnn_min.affect import REACTIONS
 from mmarnn_min.metrics import pearson
-from mmarnn_min.train import PipelineConfig
+from mmarnn_min.config import preset
 from mmarnn_min.train import main as train
 
 LESSON = "08_pipeline_and_ablations"
@@ -41,11 +41,11 @@ out = _common.output_dir(LESSON)
 # Every setting of every stage is one field of `PipelineConfig` (a dataclass with commented
 # defaults) and therefore one command-line flag: `data.train_videos` is
 # `--data-train-videos`, `mrnn.model.hidden_size` is `--mrnn-hidden-size`. Three presets
-# exist: `tiny` (seconds, for tests), `default` (minutes on a CPU) and `paper` (the paper's
+# exist in `mmarnn_min.config`: `tiny` (seconds, for tests), `default` (minutes on a CPU) and `paper` (the paper's
 # sizes, T = 480, for a GPU). We start from `tiny` and enlarge the data a little.
 
 # %%
-paper = PipelineConfig.paper()
+paper = preset("paper")
 print("paper preset: T =", paper.mrnn.model.max_frames, " batch", paper.mrnn.batch_size,
       " GRU", paper.mrnn.model.hidden_size, " FC", paper.mrnn.model.routed_size)
 flags = ["--config", "tiny",

@@ -19,7 +19,7 @@ or arousal -2 means none (then both are NaN). An image with neither label is lef
 The 5 alignment points come from the 68 iBUG landmarks: the eyes are the means of points
 36..41 and 42..47 (the subject's right eye first, which is the *image-left* eye, as
 RetinaFace's order wants), the nose tip is point 30, the mouth corners points 48 and 54.
-Without landmarks they are estimated from the face box (faces.HAAR_LANDMARKS_IN_BOX); a box of
+Without landmarks they are estimated from the face box (detectors.HAAR_LANDMARKS_IN_BOX); a box of
 zeros as well means the whole image is the face (NaN landmarks: load_image_set resizes it).
 """
 
@@ -34,7 +34,7 @@ from mmarnn_min.affect import EXPRESSIONS, NUM_AUS
 from mmarnn_min.data.real_images import (
     ImageRecords, check_width, csv_rows, format_error, make_records, parse_float,
 )
-from mmarnn_min.faces import HAAR_LANDMARKS_IN_BOX
+from mmarnn_min.detectors import HAAR_LANDMARKS_IN_BOX
 
 # AffectNet code -> index into EXPRESSIONS (codes 7..10: no expression label).
 AFFECTNET_EXPRESSIONS: tuple[str, ...] = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger")

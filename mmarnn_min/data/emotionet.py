@@ -17,7 +17,7 @@ rows whose image is absent are skipped (one warning says how many).
 
 The photos are not aligned crops, and the file gives no landmarks: the landmarks are NaN and
 ``load_image_set`` resizes the whole photo. For real use run a face detector first
-(``faces.RetinaFaceDetector`` or ``faces.HaarDetector``) and align on its 5 points.
+(``detectors.RetinaFaceDetector`` or ``detectors.HaarDetector``) and align on its 5 points.
 """
 
 from __future__ import annotations

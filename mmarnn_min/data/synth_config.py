@@ -1,4 +1,4 @@
-"""The configuration of SynthAffect, the embedded data set of DESIGN.md section 4."""
+"""The configuration of SynthAffect, the embedded data set (docs/design.md, "SynthAffect")."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ class SynthConfig:
     """Sizes and seed of a SynthAffect data set. Everything generated is a deterministic
     function of this config (and of the generator's code): the cache key hashes both.
 
-    The defaults (7,800 images, 500 videos of about 30,000 frames in all) take about half a
-    minute to generate on 2 idle CPU cores and suit a CPU-sized model; ``SynthConfig.paper()``
-    gives the paper's crop size and padded length.
+    The defaults are the data of the first command (``python -m mmarnn_min.train``, the
+    ``default`` preset of ``mmarnn_min.config``): sized for a CPU-sized model;
+    ``SynthConfig.paper()`` gives the paper's crop size and padded length.
     """
 
     seed: int = 0
@@ -26,10 +26,10 @@ class SynthConfig:
                                     # data); "crop": draw straight into the aligned crop (faster)
     train_images_per_source: int = 2000  # images per source (3 sources) in the train split
     eval_images_per_source: int = 300    # images per source in val and in test
-    train_videos: int = 300
+    train_videos: int = 1000        # the MRNN learns from videos: their number matters (docs/experiments.md)
     eval_videos: int = 100          # videos in val and in test
-    min_frames: int = 20            # video lengths are uniform in [min_frames, max_frames]
-    max_frames: int = 96            # T: the padded length the MRNN routes over
+    min_frames: int = 16            # video lengths are uniform in [min_frames, max_frames]
+    max_frames: int = 64            # T: the padded length the MRNN routes over
     fps: float = 25.0
 
     def __post_init__(self) -> None:

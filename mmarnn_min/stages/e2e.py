@@ -1,4 +1,4 @@
-"""Stage ``e2e`` (DESIGN section 1, stage 4): fine-tune MMA (paper section 3.1) and MRNN
+"""Stage ``e2e``: fine-tune MMA (paper section 3.1) and MRNN
 (section 3.2) together, from the weights the ``mma`` and ``mrnn`` stages trained, as the paper
 does after initialising each part: pixels of every frame -> MMA -> z (L, 26) -> MRNN -> 7
 intensities, one Pearson loss, gradients into both networks.
@@ -12,7 +12,7 @@ frames no video of the batch reached stay still.
 
 Every epoch writes ``last.pt`` (both models, both optimizers, the shuffling state) and
 ``metrics.json``; the best epoch by validation Pearson writes ``best.pt`` in the layout
-``mmarnn_min.predict.load_trained`` reads. Writes are atomic; a killed run resumes exactly.
+``mmarnn_min.checkpoints.load_trained`` reads. Writes are atomic; a killed run resumes exactly.
 """
 
 from __future__ import annotations
@@ -26,12 +26,15 @@ import numpy as np
 import torch
 
 from mmarnn_min.affect import REACTIONS
+from mmarnn_min.checkpoints import load_training_state, save_training_state
+from mmarnn_min.files import save_torch, write_json
 from mmarnn_min.losses import pearson_loss
 from mmarnn_min.metrics import pearson
 from mmarnn_min.mma import MMA, images_to_tensor
 from mmarnn_min.mrnn import MRNN
+from mmarnn_min.mrnn_variants import variant_of
 from mmarnn_min.optim import mrnn_optimizer
-from mmarnn_min.stages import ProgressLine, load_training_state, save_checkpoint, save_training_state, write_json
+from mmarnn_min.progress import ProgressLine
 
 
 @dataclass
@@ -115,9 +118,10 @@ def train_e2e(
             f"val Pearson before fine-tuning {before['pearson_mean']:.4f}")
 
     def save_best(epoch: int, validation: dict) -> None:
-        save_checkpoint({"mma": mma.state_dict(), "mma_config": asdict(mma.config), "image_size": image_size,
-                         "mrnn": mrnn.state_dict(), "mrnn_config": asdict(mrnn.config), "epoch": epoch,
-                         "val_pearson": validation["pearson"]}, out_dir / "best.pt")
+        save_torch({"mma": mma.state_dict(), "mma_config": asdict(mma.config), "image_size": image_size,
+                    "mrnn": mrnn.state_dict(), "mrnn_config": asdict(mrnn.config),
+                    "mrnn_variant": asdict(variant_of(mrnn)), "epoch": epoch,
+                    "val_pearson": validation["pearson"]}, out_dir / "best.pt")
 
     elapsed = results["history"][-1]["seconds"]
     first_epoch = results["history"][-1]["epoch"] + 1

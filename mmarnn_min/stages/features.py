@@ -1,6 +1,6 @@
-"""Stage ``features`` (DESIGN section 1, stage 2): run the frozen MMA (paper section 3.1) once
-over every video's aligned frames and cache the per-frame affect vectors, so that the
-``mrnn`` stage never touches pixels again.
+"""Stage ``features``: run the frozen MMA (paper section 3.1) once over every video's aligned
+frames and cache the per-frame affect vectors, so that the ``mrnn`` stage (section 3.2) never
+touches pixels again.
 
 One file per split, ``features-<split>-<key>.npz``, holding
 
@@ -12,6 +12,8 @@ One file per split, ``features-<split>-<key>.npz``, holding
 
 The key hashes the MMA checkpoint's bytes and the SynthAffect config: a retrained MMA or other
 videos give a new file, and a file already there is reused (the stage resumes split by split).
+``OUT/features/latest.json`` names the files of the last run of the stage
+(``load_run_features``). Hume-Reaction's videos: ``mmarnn_min.stages.features_hume``.
 """
 
 from __future__ import annotations
@@ -19,35 +21,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mmarnn_min.checkpoints import load_mma
 from mmarnn_min.data.sequences import SequenceDataset
 from mmarnn_min.data.synth import SPLITS, SynthConfig, VideoSet, make_videos
+from mmarnn_min.errors import UserError
+from mmarnn_min.files import replace_atomically, write_json
 from mmarnn_min.mma import MMA, predict_features
-from mmarnn_min.stages import ProgressLine, replace_atomically
-from mmarnn_min.stages.mma import load_mma
-
-
-def progress_line(label: str, log: Callable[[str], None] | None = None) -> Callable[[int, int], None]:
-    """A ``progress(done, total)`` callback for frames (``ProgressLine`` on stderr) that, at
-    the end, hands a summary line to ``log`` when one is given."""
-    line: ProgressLine | None = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal line
-        line = line or ProgressLine(label, total, "frames")
-        line.update(done)
-        if done == total and log is not None:
-            seconds = time.perf_counter() - line.start
-            log(f"{label}: {total} frames in {seconds:.1f} s ({total / max(seconds, 1e-9):,.0f} frames/s)")
-
-    return progress
+from mmarnn_min.progress import frame_progress
 
 
 def extract_features(
@@ -98,12 +84,18 @@ def run_features(
             continue
         model = model or load_mma(mma_checkpoint, device)
         videos = make_videos(synth_config, split)
-        per_video = extract_features(model, videos, batch_size, device, progress_line(f"features {split}", log))
-        arrays = {"features": np.concatenate(per_video), "offsets": videos.offsets, "lengths": videos.lengths,
-                  "reactions": videos.reactions, "ids": np.array(videos.ids)}
-        replace_atomically(path, lambda file: np.savez(file, **arrays))
+        per_video = extract_features(model, videos, batch_size, device, frame_progress(f"features {split}", log))
+        write_features(path, per_video, videos.reactions, videos.ids)
         log(f"features {split}: {len(videos)} videos, wrote {path}")
     return paths
+
+
+def write_features(path: Path, per_video: Sequence[np.ndarray], reactions: np.ndarray, ids: Sequence[str]) -> None:
+    """One split's cache file in the format of the module docstring, atomically."""
+    lengths = np.array([len(z) for z in per_video], np.int64)
+    arrays = {"features": np.concatenate(per_video), "offsets": np.concatenate([[0], np.cumsum(lengths)]),
+              "lengths": lengths, "reactions": np.asarray(reactions, np.float32), "ids": np.array(ids)}
+    replace_atomically(path, lambda file: np.savez(file, **arrays))
 
 
 def load_features(path: str | Path) -> SequenceDataset:
@@ -113,72 +105,14 @@ def load_features(path: str | Path) -> SequenceDataset:
     return SequenceDataset([z[start:stop] for start, stop in zip(offsets[:-1], offsets[1:])], reactions)
 
 
-def hume_crops_dir(out_dir: str | Path, detector: str, size: int, stride: int) -> Path:
-    """Where stage ``features`` keeps each Hume-Reaction video's aligned crops (one .npy per
-    video, S*S*3 bytes a frame): ``features`` reuses them, ``e2e`` trains from them."""
-    return Path(out_dir) / f"crops-{detector}-{size}px-stride{stride}"
+def record_run_features(out: Path, paths: dict[str, Path]) -> None:
+    """Note in ``out/features/latest.json`` which cache files the run's later stages read."""
+    write_json({split: str(path) for split, path in paths.items()}, Path(out) / "features" / "latest.json")
 
 
-def run_hume_features(
-    videos: Sequence,
-    mma_checkpoint: str | Path,
-    out_dir: str | Path,
-    device: str | torch.device = "cpu",
-    detector: str = "auto",
-    retinaface_weights: str | None = None,
-    stride: int = 1,
-    batch_size: int = 512,
-    log: Callable[[str], None] = print,
-) -> dict[str, Path]:
-    """Stage ``features`` on real videos (``mmarnn_min.data.hume.HumeVideo``s): decode, detect,
-    align (``mmarnn_min.predict.video_crops``; crops cached per video, so a killed run loses at
-    most one video), then the frozen MMA; one file per split in the format of the module
-    docstring. Videos with no detectable face are left out, with one warning naming them."""
-    from mmarnn_min.predict import video_crops  # predict imports this module
-
-    out_dir, device = Path(out_dir), torch.device(device)
-    state = torch.load(mma_checkpoint, map_location="cpu", weights_only=False)
-    size = int(state.get("image_size", 64))
-    digest = hashlib.sha256(Path(mma_checkpoint).read_bytes())
-    digest.update(f"{detector}/{stride}".encode())
-    key = digest.hexdigest()[:16]
-    crops_dir = hume_crops_dir(out_dir, detector, size, stride)
-    crops_dir.mkdir(parents=True, exist_ok=True)
-    model, paths = None, {}
-    for split in SPLITS:
-        split_videos = [video for video in videos if video.split == split]
-        path = paths[split] = out_dir / f"features-{split}-{key}.npz"
-        if not split_videos:
-            paths.pop(split)
-            continue
-        if path.exists():
-            log(f"features {split}: cached in {path}")
-            continue
-        model = model or load_mma(mma_checkpoint, device)
-        kept, per_video, no_face = [], [], []
-        progress = ProgressLine(f"features {split}", len(split_videos), "videos")
-        for done, video in enumerate(split_videos, 1):
-            crops_path = crops_dir / f"{video.id}.npy"
-            if crops_path.exists():
-                crops = np.load(crops_path)                                        # (L, S, S, 3)
-            else:
-                crops = video_crops(video.path, detector, size, stride, retinaface_weights, device)[0]
-                replace_atomically(crops_path, lambda file: np.save(file, crops))
-            progress.update(done)
-            if len(crops) == 0:
-                no_face.append(video.id)
-                continue
-            kept.append(video)
-            per_video.append(extract_features(model, [crops], batch_size, device)[0])
-        if no_face:
-            warnings.warn(f"features {split}: {len(no_face)} video(s) left out, no face found: "
-                          + "; ".join(no_face[:5]) + (" ..." if len(no_face) > 5 else ""), stacklevel=2)
-        if not kept:
-            raise ValueError(f"features {split}: no face found in any of its {len(split_videos)} videos")
-        lengths = np.array([len(z) for z in per_video], np.int64)
-        arrays = {"features": np.concatenate(per_video), "offsets": np.concatenate([[0], np.cumsum(lengths)]),
-                  "lengths": lengths, "reactions": np.stack([video.reactions for video in kept]).astype(np.float32),
-                  "ids": np.array([video.id for video in kept])}
-        replace_atomically(path, lambda file: np.savez(file, **arrays))
-        log(f"features {split}: {len(kept)} videos, wrote {path}")
-    return paths
+def load_run_features(out: str | Path) -> dict[str, SequenceDataset]:
+    """The features the last run of stage ``features`` cached for the run in ``out``, per split."""
+    index = Path(out) / "features" / "latest.json"
+    if not index.exists():
+        raise UserError(f"this stage needs cached features ({index}): run stage features with --out {out}")
+    return {split: load_features(path) for split, path in json.loads(index.read_text()).items()}

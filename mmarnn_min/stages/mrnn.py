@@ -1,9 +1,10 @@
-"""Stage ``mrnn`` (DESIGN section 1, stage 3; paper section 3.2): train MRNN on per-frame
-feature sequences (cached MMA features, SynthAffect's oracle features or planted data) with the
-Pearson loss, or MSE for the ablation, and report the validation Pearson per reaction.
+"""Stage ``mrnn`` (paper section 3.2): train MRNN on per-frame feature sequences (cached MMA
+features, SynthAffect's oracle features or planted data) with the Pearson loss, or MSE for
+the ablation, and report the Pearson per reaction.
 
 Every epoch writes ``last.pt`` (everything needed to resume) and ``metrics.json``; the epoch
 with the best mean validation Pearson so far also writes ``best.pt``. All writes are atomic.
+``train_and_test`` then evaluates the best epoch on the test split.
 """
 
 from __future__ import annotations
@@ -14,18 +15,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from mmarnn_min.affect import REACTIONS
+from mmarnn_min.checkpoints import load_mrnn, load_training_state, save_training_state
 from mmarnn_min.data.sequences import SequenceDataset, pad_collate
+from mmarnn_min.errors import UserError
+from mmarnn_min.files import save_torch, write_json
 from mmarnn_min.losses import pearson_loss
 from mmarnn_min.metrics import pearson
 from mmarnn_min.mrnn import MRNN, MRNNConfig
+from mmarnn_min.mrnn_variants import MRNNVariant, build_mrnn
 from mmarnn_min.optim import LazyAdam, mrnn_optimizer
 from mmarnn_min.routing import available_backends
-from mmarnn_min.stages import load_training_state, save_checkpoint, save_training_state, write_json
 
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "pearson": pearson_loss,     # the paper's: 1 - mean Pearson over the 7 reactions, across the batch
@@ -36,6 +41,7 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 @dataclass
 class MRNNTrainConfig:
     model: MRNNConfig = field(default_factory=MRNNConfig)
+    variant: MRNNVariant = field(default_factory=MRNNVariant)  # the paper's MRNN, or an ablation of it
     epochs: int = 6                                   # passes over the training set
     batch_size: int = 32                              # videos per step (the Pearson loss is taken across them)
     lr: float = 3e-3                                  # Adam learning rate
@@ -95,7 +101,7 @@ def train_mrnn(
     training and validating so far)."""
     out_dir, device = Path(out_dir), torch.device(device)
     torch.manual_seed(seed)
-    model = MRNN(config.model).to(device)
+    model = build_mrnn(config.model, config.variant).to(device)
     optimizer = mrnn_optimizer(model, lr=config.lr)
     shuffle = torch.Generator().manual_seed(seed)
     loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=shuffle,
@@ -132,8 +138,9 @@ def train_mrnn(
         if validation["pearson_mean"] > results["val_pearson_mean"]:
             results.update(best_epoch=epoch, val_pearson_mean=validation["pearson_mean"],
                            val_pearson=validation["pearson"])
-            save_checkpoint({"model": model.state_dict(), "config": asdict(config.model), "epoch": epoch,
-                             "val_pearson": validation["pearson"]}, out_dir / "best.pt")
+            save_torch({"model": model.state_dict(), "config": asdict(config.model),
+                        "variant": asdict(config.variant), "epoch": epoch, "val_pearson": validation["pearson"]},
+                       out_dir / "best.pt")
         save_training_state(checkpoint_path, results, model=model, optimizer=optimizer, shuffle=shuffle)
         write_json(results, out_dir / "metrics.json")
         log(f"mrnn epoch {epoch:3d}/{config.epochs}  train loss {results['history'][-1]['train_loss']:.4f}  "
@@ -143,15 +150,34 @@ def train_mrnn(
     return results
 
 
-def build_mrnn(state_dict: dict, config: dict, device: str | torch.device = "cpu") -> MRNN:
-    """An MRNN of ``config`` (an MRNNConfig as a dict) holding ``state_dict``, in eval mode, on
-    ``device``."""
-    model = MRNN(MRNNConfig(**config)).to(device)
-    model.load_state_dict(state_dict)
-    return model.eval()
+def check_fits(config: MRNNTrainConfig, sets: dict[str, SequenceDataset]) -> None:
+    """A clear error, before training, when a video is longer than the routed layer reads (a
+    fixed-length variant crops long videos instead)."""
+    longest = max(int(s.lengths.max()) for s in sets.values())
+    if config.variant.sequence != "fixed" and longest > config.model.max_frames:
+        raise UserError(f"a video has {longest} frames but the MRNN reads at most {config.model.max_frames}: "
+                        f"raise --mrnn-max-frames (the paper: 480) or read fewer frames (--stride)")
 
 
-def load_mrnn(checkpoint: str | Path, device: str | torch.device = "cpu") -> MRNN:
-    """The model saved in a ``best.pt`` of this stage, in eval mode, on ``device``."""
-    state = torch.load(checkpoint, map_location=device, weights_only=False)
-    return build_mrnn(state["model"], state["config"], device)
+def has_labels(dataset: SequenceDataset) -> bool:
+    return bool(torch.isfinite(dataset.labels).all())
+
+
+def train_and_test(config: MRNNTrainConfig, sets: dict[str, SequenceDataset], out_dir: Path, device: torch.device,
+                   seed: int, resume: bool, log: Callable[[str], None] = print) -> dict:
+    """Train an MRNN on sets["train"], pick its epoch on sets["val"] and evaluate that epoch on
+    sets["test"] (on val when the test labels are withheld); test predictions go to
+    ``out_dir/test_predictions.npz``."""
+    check_fits(config, sets)
+    results = train_mrnn(config, sets["train"], sets["val"], out_dir, device, seed, resume, log)
+    model = load_mrnn(out_dir / "best.pt", device)
+    test = sets.get("test")
+    split = "test" if test is not None and has_labels(test) else "val"
+    results["test_split"] = split
+    results["test"] = evaluate(model, sets[split], device)
+    if test is not None:
+        np.savez(out_dir / "test_predictions.npz", predictions=predict(model, test, device).numpy(),
+                 labels=test.labels.numpy())
+    write_json(results, out_dir / "metrics.json")
+    log(f"{out_dir.name}: {split} Pearson {results['test']['pearson_mean']:.4f} (best epoch {results['best_epoch']})")
+    return results

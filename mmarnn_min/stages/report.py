@@ -1,4 +1,4 @@
-"""The report of a training run (DESIGN section 7): what the stages measured, in one place.
+"""The report of a training run: what the stages measured, in one place.
 
 ``write_report(OUT)`` reads the metrics the stages wrote into OUT and writes
 
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from mmarnn_min.affect import REACTIONS
-from mmarnn_min.bench.timing import format_table
-from mmarnn_min.stages import replace_atomically, write_json
+from mmarnn_min.files import replace_atomically, write_json
+from mmarnn_min.tables import format_table, markdown_table
 
 
 def read_json(path: Path) -> dict | None:
@@ -77,14 +77,6 @@ def format_report(report: dict) -> str:
     lines += ["## Seconds per stage", "",
               markdown_table(list(report["timings"]), [[f"{seconds:.0f}" for seconds in report["timings"].values()]]), ""]
     return "\n".join(lines)
-
-
-def markdown_table(header: list, rows: list[list]) -> str:
-    def cell(value) -> str:
-        return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-    return "\n".join(["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
-                     + ["| " + " | ".join(map(cell, row)) + " |" for row in rows])
 
 
 def summary(report: dict) -> str:
