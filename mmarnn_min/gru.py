@@ -21,11 +21,9 @@ Two choices make the loop fast without hiding the equations:
   product) stays inside the loop;
 * the loop walks over ``gi.unbind(1)``, not ``gi[:, t]``: autograd's backward of an indexing
   op allocates a gradient the size of all of ``gi``, once per step (quadratic in T), while the
-  backward of ``unbind`` stacks the T step gradients once (measured at B=32, T=480, 26 -> 128
-  on 2 CPU cores: forward+backward 16.6 s with ``gi[:, t]``, 0.33 s with ``unbind``).
+  backward of ``unbind`` stacks the T step gradients once (docs/experiments.md has the times).
 
-Measured against torch.nn.GRU's C++ loop at that shape on 2 CPU cores (``mmarnn_min.bench.gru``):
-about 1.3x its time forward and 1.15x forward+backward.
+``python -m mmarnn_min.bench`` times it against torch.nn.GRU's C++ loop, side by side.
 
 Autograd differentiates the loop. ``h_n`` is the state after the last of the T steps, as
 torch's: with padded batches it is *not* each sequence's state at its true length (MRNN reads

@@ -1,6 +1,6 @@
 """Training losses (differentiable, PyTorch): MRNN's Pearson loss (paper, section 3.2), the
 concordance correlation coefficient, and MMA's multi-task loss with partial labels and the
-distribution-matching term built from the Du et al. table (section 3.1, DESIGN section 2).
+distribution-matching term built from the Du et al. table (section 3.1; the definitions in docs/design.md, section 4).
 
 Both are computed per column over the batch (dimension 0) with *population* statistics
 (divide by B, not B - 1): the Pearson ratio is the same either way, and CCC follows the
@@ -24,7 +24,7 @@ def _population_std(centred: torch.Tensor) -> torch.Tensor:
 
 
 def pearson_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """DESIGN section 2, for P = pred and Y = target of shape (B, C):
+    """The Pearson loss, for P = pred and Y = target of shape (B, C):
 
         loss = 1 - (1/C) sum_c cov(P_c, Y_c) / (sigma(P_c) sigma(Y_c) + eps)
 
@@ -57,7 +57,7 @@ def ccc(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Te
     return 2 * covariance / (p.pow(2).mean(dim=0) + y.pow(2).mean(dim=0) + mean_gap.pow(2) + eps)
 
 
-# ---- MMA's multi-task loss (paper section 3.1, DESIGN section 2) ----------------------------
+# ---- MMA's multi-task loss (paper section 3.1) ---------------------------------------------
 
 def au_soft_targets(expression_probs: torch.Tensor, relation: torch.Tensor) -> torch.Tensor:
     """The AU pseudo-labels of distribution matching: q(au) = sum_e p(e) R[e, au], i.e.
@@ -78,7 +78,7 @@ def mma_loss(
     relation: torch.Tensor,
     dm_weight: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """``L = L_VA + L_EXPR + L_AU + dm_weight * L_DM`` (DESIGN section 2).
+    """``L = L_VA + L_EXPR + L_AU + dm_weight * L_DM``.
 
     outputs: (va (N, 2) in [-1, 1], expression logits (N, 7), AU logits (N, 17)), as MMA
              returns them.

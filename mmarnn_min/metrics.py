@@ -1,4 +1,4 @@
-"""Evaluation metrics (NumPy, float64), ABAW / MuSe conventions (DESIGN section 2):
+"""Evaluation metrics (NumPy, float64), ABAW / MuSe conventions (docs/design.md, section 4):
 Pearson per reaction and its mean (the paper's number, section 4), CCC for valence and arousal,
 macro F1 over the 7 expressions and macro F1 over the AUs at a threshold of 0.5.
 

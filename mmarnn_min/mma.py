@@ -16,15 +16,14 @@ kept and a projection (conv 1x1 with the unit's stride - BN) when it changes.
 The grid (``MMAConfig.grid``: 4 by default, 1 in ``paper``) keeps *where* on the aligned
 face a feature was found: a raised brow and a raised lip corner are the same edge at
 different places. With G = 1 (ResNet's global average pool) the network must carry the
-place in its channels; at the default size it then learned more slowly (measured on
-SynthAffect, same steps: per-frame correlation of MMA's video features with the oracle's
-0.60 at G = 1, 0.65 at G = 4; pipeline test Pearson 0.35 and 0.42).
+place in its channels; at the default size it then learned more slowly
+(docs/experiments.md).
 
-``MMA.features`` gives the per-frame affect vector that MRNN reads (DESIGN section 1),
+``MMA.features`` gives the per-frame affect vector that MRNN reads (the data flow in docs/design.md),
 ``z = [valence, arousal | 7 expression probabilities | 17 AU probabilities]`` (26 values).
 Width and depth come from ``MMAConfig``, which names three sizes: ``tiny`` (tests), the
-default (trains in about a minute on 2 CPU cores at 64 x 64) and ``paper`` (ResNet-18's
-widths and depth, for the paper's 112 x 112 crops on a GPU).
+default (a CPU-sized network for 64 x 64 crops) and ``paper`` (ResNet-18's widths and depth,
+for the paper's 112 x 112 crops on a GPU).
 """
 
 from __future__ import annotations

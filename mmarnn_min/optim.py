@@ -1,5 +1,5 @@
 """Adam that keeps the routed weights of unreached frames still (paper, section 3.2: "the
-weights not involved in the routing process remain constant"; DESIGN section 2).
+weights not involved in the routing process remain constant"; docs/design.md, section 3).
 
 With plain Adam a zero gradient still moves a weight: its moments remember earlier batches.
 ``LazyAdam`` cuts a frame-routed weight (F, T*D) into T column blocks, one per frame, and gives

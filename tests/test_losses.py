@@ -1,4 +1,4 @@
-"""The Pearson loss of DESIGN section 2 and the differentiable CCC."""
+"""The Pearson loss (docs/design.md, section 4) and the differentiable CCC."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""MMA's multi-task loss (DESIGN section 2): partial labels, CCC for VA, the distribution-
+"""MMA's multi-task loss (docs/design.md, section 4): partial labels, CCC for VA, the distribution-
 matching term built on the Du et al. table, and where each term's gradient goes."""
 
 import math
@@ -15,9 +15,9 @@ from mmarnn_min.mma import MMA, MMAConfig
 
 R = au_relation_matrix()
 
-# DESIGN section 3, typed out again from its text: expression -> every AU it relates to
+# Du et al. 2014's table, typed out again from docs/design.md: expression -> every AU it relates to
 # (prototypical and observational alike).
-DESIGN_TABLE = {
+DU_TABLE_TYPED = {
     "neutral": [],
     "anger": [4, 7, 24, 10, 17, 23],
     "disgust": [9, 10, 17, 4, 24],
@@ -33,7 +33,7 @@ def test_relation_matrix_matches_design_cell_by_cell():
     assert R.shape == (7, 17)
     for e, expression in enumerate(EXPRESSIONS):
         for a, au in enumerate(AUS):
-            assert R[e, a] == (1.0 if au in DESIGN_TABLE[expression] else 0.0), (expression, au)
+            assert R[e, a] == (1.0 if au in DU_TABLE_TYPED[expression] else 0.0), (expression, au)
 
 
 def one_hot(expression: str) -> torch.Tensor:
