@@ -208,8 +208,9 @@ def _bottom_up_bgr24_frames(capture: cv2.VideoCapture, bitmap: BitmapFormat, pat
         ok, packet = capture.read()                                    # (1, bytes) uint8
         if not ok or packet.size != row_bytes * height:  # a cut-off frame ends the video, as a decoder would
             return
-        rows = packet.reshape(height, row_bytes)[::-1, :3 * width]     # (H, 3W), top row first
-        yield np.ascontiguousarray(rows.reshape(height, width, 3)[..., ::-1])  # BGR -> RGB
+        bgr = packet.reshape(height, row_bytes)[:, :3 * width].reshape(height, width, 3)  # (H,W,3), bottom row first
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        yield cv2.flip(rgb, 0, dst=rgb)                                # top row first
 
 
 def read_video(path: str | os.PathLike, allow_truncated: bool = False) -> Video:
