@@ -40,9 +40,11 @@ from mmarnn_min.errors import UserError
 
 # File suffix -> FourCC of a codec opencv-python's bundled FFmpeg can write.
 CODECS: dict[str, str] = {".mp4": "mp4v", ".avi": "MJPG"}
-
-
 BI_RGB = 0  # BITMAPINFOHEADER.biCompression of uncompressed frames
+
+# FFmpeg's own log lines ("moov atom not found", ...) would come before our one-line error on
+# stderr. OpenCV reads this when it first uses FFmpeg; a value the user set wins.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
 
 class VideoError(UserError, ValueError):
@@ -132,10 +134,15 @@ def _riff_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
 def _open(path: str | os.PathLike) -> tuple[Path, cv2.VideoCapture]:
     path = Path(path)
     if not path.is_file():
-        raise VideoNotFoundError(f"video file not found: {path}")
+        raise VideoNotFoundError(f"video file not found: {path}" + (" is a directory" if path.is_dir() else ""))
     if path.stat().st_size == 0:
         raise VideoError(f"video file is empty (0 bytes): {path}")
-    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # its open-failure warning says less than ours
+    try:
+        capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     if not capture.isOpened():
         capture.release()
         raise VideoError(f"cannot open video (corrupt, truncated or unknown format): {path}")

@@ -64,6 +64,15 @@ def test_garbage_file(tmp_path):
         read_video(path)
 
 
+def test_a_broken_file_prints_nothing_but_the_error(tmp_path, capfd):
+    """FFmpeg's and OpenCV's own log lines would come before the one-line error on stderr."""
+    whole = write_video(tmp_path / "whole.mp4", _moving_square(), fps=25.0).read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(VideoError, match="cut.mp4"):
+        read_video(tmp_path / "cut.mp4")
+    assert capfd.readouterr().err == ""
+
+
 @pytest.mark.parametrize("suffix", [".mp4", ".avi"])
 def test_truncated_file(tmp_path, suffix):
     whole = write_video(tmp_path / f"whole{suffix}", _moving_square(), fps=25.0).read_bytes()
