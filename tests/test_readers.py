@@ -482,6 +482,10 @@ def test_read_affectnet_newer(tmp_path):
     np.testing.assert_array_equal(records.va, np.array([[0.5, -0.1], [0.2, 0.3]], np.float32))
     np.testing.assert_allclose(records.landmarks, [FIVE, np.add(FIVE, 1)], rtol=1e-6)
 
+    for name in samples:  # val_set numbers its own images from 0 too: a same name is no leak
+        write_image(tmp_path / "val_set" / "images" / f"{name}.jpg", 8, 8, seed=7)
+    assert read_affectnet(tmp_path, "train").paths == records.paths
+
     np.save(annotations / "2_lnd.npy", np.zeros(130))
     with pytest.raises(DataFormatError, match=re.escape(f"{annotations / '2_lnd.npy'}: expected 68 landmarks")):
         read_affectnet(tmp_path, "train")

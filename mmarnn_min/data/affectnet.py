@@ -23,13 +23,15 @@ Without landmarks they are estimated from the face box (faces.HAAR_LANDMARKS_IN_
 zeros as well means the whole image is the face (NaN landmarks: load_image_set resizes it).
 
 Refused, naming the file and line: a column given twice, an image listed twice, an image in
-both the training and the validation list (checked when the train split is read), landmarks
+both the training and the validation split (checked when the train split is read: the same
+path in both lists; in the newer release, the same file under the same name), landmarks
 or a box that are not finite numbers (a NaN there would silently turn a photo into an
 "aligned crop"), 68 landmarks all on one point, and labels out of range or blank.
 """
 
 from __future__ import annotations
 
+import filecmp
 import itertools
 import math
 import os
@@ -241,11 +243,12 @@ def _read_newer(set_dir: Path) -> ImageRecords:
 
 
 def _check_newer_leak(train_images: Path, val_images: Path) -> None:
-    """Fail when an image name is in both train_set/images and val_set/images."""
-    both = sorted(set(os.listdir(train_images)) & set(os.listdir(val_images)))
-    if both:
-        raise format_error(val_images / both[0], None, f"also in {train_images} ({len(both)} such images): an image "
-                                                       "in both splits leaks the validation set into training")
+    """Fail when an image of val_set is also, byte for byte, in train_set under the same name
+    (the names alone prove nothing: each set may number its images from 0)."""
+    for name in sorted(set(os.listdir(train_images)) & set(os.listdir(val_images))):
+        if filecmp.cmp(train_images / name, val_images / name, shallow=False):  # sizes first, then bytes
+            raise format_error(val_images / name, None, f"the same image as {train_images / name}: an image in "
+                                                        "both splits leaks the validation set into training")
 
 
 def _load_array(path: Path) -> np.ndarray:
