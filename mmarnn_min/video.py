@@ -134,7 +134,8 @@ def _riff_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
 def _open(path: str | os.PathLike) -> tuple[Path, cv2.VideoCapture]:
     path = Path(path)
     if not path.is_file():
-        raise VideoNotFoundError(f"video file not found: {path}" + (" is a directory" if path.is_dir() else ""))
+        raise VideoNotFoundError(f"{path} is a directory, not a video file" if path.is_dir() else
+                                 f"video file not found: {path}")
     if path.stat().st_size == 0:
         raise VideoError(f"video file is empty (0 bytes): {path}")
     level = cv2.utils.logging.getLogLevel()
