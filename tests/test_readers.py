@@ -1,5 +1,5 @@
 """The real-data readers (Hume-Reaction, Aff-Wild2, AffectNet, EmotioNet) and load_image_set,
-each on a small fixture written in the data set's own format (DATA_FORMATS.md): the parsed
+each on a small fixture written in the data set's own format (docs/data_formats.md): the parsed
 values exactly, the invalid markers, and a clear error naming the file and line on a
 malformed file."""
 
@@ -21,7 +21,7 @@ from mmarnn_min.data import real_images
 from mmarnn_min.data.affectnet import expression_index, five_points_from_68, five_points_from_box, read_affectnet
 from mmarnn_min.data.affwild2 import read_affwild2
 from mmarnn_min.data.emotionet import read_emotionet
-from mmarnn_min.data.hume import hume_split, read_hume
+from mmarnn_min.data.hume import hume_split, hume_splits, read_hume
 from mmarnn_min.data.real_images import (
     DataFormatError, ImageRecords, concat_records, load_image_set, make_records,
 )
@@ -188,6 +188,28 @@ def test_read_hume_muse(muse_root):
     assert [v.id for v in hume_split(videos, "val")] == [video_id("val", 0)]
     with pytest.raises(ValueError, match="split must be one of"):
         hume_split(videos, "devel")
+    assert [v.labelled for v in videos] == [True, True, False]  # the test labels are withheld
+
+
+def test_hume_splits_and_the_splits_a_caller_needs(muse_root):
+    videos = read_hume(muse_root, need=("train", "val", "test"))
+    assert {split: [v.id for v in chosen] for split, chosen in hume_splits(videos).items()} == {
+        split: [video_id(split, 0)] for split in ("train", "val", "test")}
+    partition = muse_root / "partition.csv"
+    partition.write_text(partition.read_text().replace("devel", "train"))
+    videos = read_hume(muse_root)  # the devel video is now a train one, found where it lies
+    assert {split: len(chosen) for split, chosen in hume_splits(videos).items()} == {"train": 2, "test": 1}
+    with pytest.raises(DataFormatError, match=re.escape(f"{partition}: it lists no val video")):
+        read_hume(muse_root, need=("train", "val"))
+    with pytest.raises(ValueError, match="need must name splits"):
+        read_hume(muse_root, need=("devel",))
+
+
+def test_read_hume_need_counts_the_videos_found(muse_root):
+    (muse_root / "raw" / f"{video_id('val', 0)}.mp4").unlink()
+    with pytest.warns(UserWarning, match="1 of 3"), pytest.raises(
+            DataFormatError, match="none of its val videos was found on disk, and train and val videos are needed"):
+        read_hume(muse_root, require_videos=False, need=("train", "val"))
 
 
 def test_read_hume_muse_missing_videos(muse_root):
@@ -339,6 +361,15 @@ def test_read_affwild2_malformed(tmp_path, task, text, line, message):
     assert names_file_and_line(error, path, line) and message in str(error.value)
 
 
+def test_read_affwild2_warns_of_a_video_in_both_splits_for_different_tasks(tmp_path):
+    write_affwild2(tmp_path, "EXPR_Classification_Challenge")
+    # vidB_left: EXPR and AU in Train_Set, and now VA in Validation_Set
+    write_text(tmp_path / "VA_Estimation_Challenge" / "Validation_Set" / "vidB_left.txt", "valence,arousal\n0,0\n")
+    with pytest.warns(UserWarning, match=r"1 videos are annotated for one task in Train_Set .* \['vidB_left'\]"):
+        records = read_affwild2(tmp_path, "train")
+    assert len(records) == 4  # read all the same
+
+
 def test_read_affwild2_without_annotations_or_crops(tmp_path):
     with pytest.raises(FileNotFoundError, match="no Aff-Wild2 annotations: none of .*VA_Estimation_Challenge"):
         read_affwild2(tmp_path, "train")
@@ -395,7 +426,8 @@ def test_five_points_from_68_keep_image_left_first():
 def test_read_affectnet_original(tmp_path):
     lists = tmp_path / "Manually_Annotated_file_lists"
     write_csv(lists / "training.csv", [ORIGINAL_HEADER, *original_rows()])
-    write_csv(lists / "validation.csv", original_rows()[2:])  # a copy without a header row
+    val_rows = [[f"val/{row[0]}", *row[1:]] for row in original_rows()[2:]]  # other images, no header row
+    write_csv(lists / "validation.csv", val_rows)
     records = read_affectnet(tmp_path, "train")
     images = tmp_path / "Manually_Annotated_Images"
     assert records.dataset == "AffectNet"
@@ -408,7 +440,8 @@ def test_read_affectnet_original(tmp_path):
     np.testing.assert_allclose(records.landmarks[1], five_points_from_box(10, 20, 40, 30), rtol=1e-6)
     assert np.isnan(records.landmarks[2]).all()
     val = read_affectnet(tmp_path, "val")
-    assert val.paths == records.paths[1:]
+    assert val.paths == [images / "val" / path.relative_to(images) for path in records.paths[1:]]
+    np.testing.assert_array_equal(val.va, records.va[1:])
     for path, seed in zip(records.paths, range(3)):
         write_image(path, 64, 64, seed)
     assert load_image_set(records, size=24, source=0, cache=False).images.shape == (3, 24, 24, 3)
@@ -448,6 +481,10 @@ def test_read_affectnet_newer(tmp_path):
     np.testing.assert_array_equal(records.expression, [EXPRESSIONS.index("surprise"), EXPRESSIONS.index("neutral")])
     np.testing.assert_array_equal(records.va, np.array([[0.5, -0.1], [0.2, 0.3]], np.float32))
     np.testing.assert_allclose(records.landmarks, [FIVE, np.add(FIVE, 1)], rtol=1e-6)
+
+    for name in samples:  # val_set numbers its own images from 0 too: a same name is no leak
+        write_image(tmp_path / "val_set" / "images" / f"{name}.jpg", 8, 8, seed=7)
+    assert read_affectnet(tmp_path, "train").paths == records.paths
 
     np.save(annotations / "2_lnd.npy", np.zeros(130))
     with pytest.raises(DataFormatError, match=re.escape(f"{annotations / '2_lnd.npy'}: expected 68 landmarks")):
@@ -512,6 +549,9 @@ def test_read_emotionet_malformed(tmp_path, rows, line, message):
 
 def test_read_emotionet_without_images(tmp_path):
     path = write_csv(tmp_path / "emotionet.csv", [["URL", "'AU 1'"], ["'http://a/x.jpg'", "1"]])
+    with pytest.raises(FileNotFoundError, match="EmotioNet image directory not found: .*images"):
+        read_emotionet(path, tmp_path / "images")
+    (tmp_path / "images").mkdir()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(FileNotFoundError, match="none of the images listed in .* is in"):

@@ -16,6 +16,12 @@ Each annotation file has one header line; the k-th line after it is frame k (cro
           AUs of the 17 that the header does not name stay NaN.
 Any subset of the three tasks may be present. Annotations of the same video name are merged
 frame by frame (two-person videos carry _left/_right in both the annotation and crop names).
+
+Refused, naming the file and line: a value outside its task's range (NaN included), a blank
+line before the last label, an AU named twice in a header, both EXPR directory names at once,
+and a video annotated for one task in both Train_Set and Validation_Set (a leak; a video in
+different splits for different tasks only gets a warning). Missing directories raise
+MissingDataError (a FileNotFoundError) saying where they were looked for.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from mmarnn_min.affect import AUS, EXPRESSIONS, NUM_AUS
-from mmarnn_min.data.real_images import ImageRecords, format_error, parse_float
+from mmarnn_min.data.real_images import (
+    ImageRecords, MissingDataError, check_unique_columns, format_error, parse_float, read_text,
+)
 
 SPLIT_DIRS: dict[str, str] = {"train": "Train_Set", "val": "Validation_Set"}
 TASK_DIRS: dict[str, tuple[str, ...]] = {
@@ -77,9 +85,10 @@ def read_affwild2(root: str | Path, split: str, every: int = 1) -> ImageRecords:
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
     videos = _read_annotations(root, SPLIT_DIRS[split])
+    _check_split_leaks(root, SPLIT_DIRS[split])
     crops_root = root / "cropped_aligned"
     if not crops_root.is_dir():
-        raise FileNotFoundError(f"no Aff-Wild2 crops: {crops_root} is not a directory")
+        raise MissingDataError(f"no Aff-Wild2 crops: {crops_root} is not a directory")
     paths, chunks, without_crops = [], [], []  # chunks: (va, expression, aus) of each video's kept frames
     for name in sorted(videos):
         crop_dir = crops_root / name
@@ -98,7 +107,7 @@ def read_affwild2(root: str | Path, split: str, every: int = 1) -> ImageRecords:
         warnings.warn(f"Aff-Wild2: {len(without_crops)} annotated videos have no crops in "
                       f"{crops_root} (first: {without_crops[:5]}): skipping them", stacklevel=2)
     if not paths:
-        raise FileNotFoundError(f"Aff-Wild2 {split}: no labelled frame has a crop in {crops_root}")
+        raise MissingDataError(f"Aff-Wild2 {split}: no labelled frame has a crop in {crops_root}")
     va, expression, aus = (np.concatenate(arrays) for arrays in zip(*chunks))
     return ImageRecords("Aff-Wild2", paths, va, expression, aus,
                         landmarks=np.full((len(paths), 5, 2), np.nan, np.float32))
@@ -109,7 +118,7 @@ def _read_annotations(root: Path, split_dir: str) -> dict[str, _VideoLabels]:
     videos: dict[str, _VideoLabels] = {}
     found = False
     for task, (field, read) in _TASKS.items():
-        directory = next((root / d / split_dir for d in TASK_DIRS[task] if (root / d / split_dir).is_dir()), None)
+        directory = _task_directory(root, task, split_dir)
         if directory is None:
             continue
         found = True
@@ -117,8 +126,43 @@ def _read_annotations(root: Path, split_dir: str) -> dict[str, _VideoLabels]:
             setattr(videos.setdefault(file.stem, _VideoLabels()), field, read(file))
     if not found:
         looked = [str(root / d / split_dir) for dirs in TASK_DIRS.values() for d in dirs]
-        raise FileNotFoundError(f"no Aff-Wild2 annotations: none of {looked} is a directory")
+        raise MissingDataError(f"no Aff-Wild2 annotations: none of {looked} is a directory")
     return videos
+
+
+def _task_directory(root: Path, task: str, split_dir: str) -> Path | None:
+    """Where ``task``'s annotations of one split are, or None. Both names of the EXPR
+    challenge at once is an error: which year's labels to use would be a guess."""
+    found = [root / d / split_dir for d in TASK_DIRS[task] if (root / d / split_dir).is_dir()]
+    if len(found) > 1:
+        raise format_error(found[1], None, f"{task} annotations exist under two names (also {found[0]}): keep one")
+    return found[0] if found else None
+
+
+def _check_split_leaks(root: Path, split_dir: str) -> None:
+    """A video annotated for one task in both Train_Set and Validation_Set is an error (its
+    frames would be trained on and validated on). One annotated for a task in this split and
+    for another task in the other split gets a warning: its frames are in both splits, each
+    with a different task's labels."""
+    other = next(d for d in SPLIT_DIRS.values() if d != split_dir)
+    here, there = ({task: _annotated(_task_directory(root, task, d)) for task in TASK_DIRS}
+                   for d in (split_dir, other))
+    for task in TASK_DIRS:
+        both = sorted(here[task] & there[task])
+        if both:
+            file = _task_directory(root, task, split_dir) / f"{both[0]}.txt"
+            raise format_error(file, None, f"video {both[0]!r} is annotated in {other} too "
+                                           f"({_task_directory(root, task, other)}), a leak between splits "
+                                           f"({len(both)} such videos): keep each video in one split")
+    across = sorted(set().union(*here.values()) & set().union(*there.values()))
+    if across:
+        warnings.warn(f"Aff-Wild2: {len(across)} videos are annotated for one task in {split_dir} and for another "
+                      f"in {other} (first: {across[:5]}): their frames are in both splits", stacklevel=3)
+
+
+def _annotated(directory: Path | None) -> set[str]:
+    """The video names with an annotation file in ``directory`` (None: no directory)."""
+    return set() if directory is None else {file.stem for file in directory.glob("*.txt")}
 
 
 def read_va_file(path: Path) -> np.ndarray:
@@ -148,13 +192,17 @@ def read_au_file(path: Path) -> np.ndarray:
     """(L,17) float32 in AUS order: 0/1 for the AUs the header names, NaN for -1 (invalid) and
     for the AUs it does not name (AUs outside the 17 are ignored)."""
     header, values = _read_table(path, None)
-    aus = np.full((len(values), NUM_AUS), np.nan, np.float32)
-    for column, name in enumerate(header):
+    numbers = []
+    for name in header:
         match = _AU_NAME.fullmatch(name)
         if match is None:
             raise format_error(path, 1, f"expected AU names like 'AU1,AU2,...' in the header, found {name!r}")
-        if int(match.group(1)) in AUS:
-            aus[:, AUS.index(int(match.group(1)))] = values[:, column]
+        numbers.append(int(match.group(1)))
+    check_unique_columns(path, 1, header, numbers)  # "AU1" and "AU01" too
+    aus = np.full((len(values), NUM_AUS), np.nan, np.float32)
+    for column, number in enumerate(numbers):
+        if number in AUS:
+            aus[:, AUS.index(number)] = values[:, column]
     _check_values(path, values, np.isin(values, (0, 1, AU_INVALID)).all(axis=1),
                   f"0, 1 or {AU_INVALID:g} for every AU")
     aus[aus == AU_INVALID] = np.nan
@@ -169,7 +217,7 @@ def _read_table(path: Path, width: int | None) -> tuple[list[str], np.ndarray]:
     """The header cells and the numbers (L, width) of an annotation file: ``width`` values per
     line (None: as many as the header has). Line k + 1 is frame k, so a blank line before the
     last label is an error; trailing blank lines are dropped."""
-    lines = path.read_text(encoding="utf-8-sig").rstrip().splitlines()
+    lines = read_text(path).rstrip().splitlines()
     if not lines:
         raise format_error(path, 1, "expected a header line, found an empty file")
     header = [cell.strip() for cell in lines[0].split(",")]

@@ -11,9 +11,12 @@ set of AU columns varies by release: those among the project's 17 AUs are read, 
 ignored, and AUs of the 17 the file lacks stay NaN.
 
 The images are the photos behind the URLs, downloaded by the user into one directory: the file
-of a row is ``image_root / <the last part of the URL's path>`` (two URLs ending in the same
-name would share a file: keep their names apart when downloading). Many URLs have died, so
-rows whose image is absent are skipped (one warning says how many).
+of a row is ``image_root / <the last part of the URL's path>``. Many URLs have died, so rows
+whose image is absent are skipped (one warning says how many). Two rows whose present image is
+the same file are refused (whose labels the photo carries would be a guess): keep their names
+apart when downloading, and edit the URLs to match. A column given twice (the URL, or one AU,
+e.g. 'AU 1' and 'AU1') is refused too, as is a value other than 0, 1 or 999; each error names
+the file and line.
 
 The photos are not aligned crops, and the file gives no landmarks: the landmarks are NaN and
 ``load_image_set`` resizes the whole photo. For real use run a face detector first
@@ -32,7 +35,10 @@ from urllib.parse import urlparse
 import numpy as np
 
 from mmarnn_min.affect import AUS, NUM_AUS
-from mmarnn_min.data.real_images import ImageRecords, check_width, csv_rows, format_error, make_records, parse_float
+from mmarnn_min.data.real_images import (
+    ImageRecords, MissingDataError, check_new_id, check_unique_columns, check_width, csv_rows, format_error,
+    make_records, parse_float,
+)
 
 URL_COLUMN = "url"  # compared lower-cased, quotes stripped
 NOT_CODED = 999.0
@@ -46,8 +52,11 @@ def read_emotionet(csv_path: str | Path, image_root: str | Path) -> ImageRecords
     rows = csv_rows(csv_path)
     header_line, header = next(rows, (1, []))
     url_column, au_columns = _columns(csv_path, header_line, header)
-    present = set(os.listdir(image_root)) if image_root.is_dir() else set()
+    if not image_root.is_dir():
+        raise MissingDataError(f"EmotioNet image directory not found: {image_root}")
+    present = set(os.listdir(image_root))
     paths, aus, absent = [], [], 0
+    used: dict[str, int] = {}  # image name -> line
     for line, row in rows:
         check_width(csv_path, line, row, len(header))
         name = image_name(csv_path, line, row[url_column])
@@ -59,11 +68,12 @@ def read_emotionet(csv_path: str | Path, image_root: str | Path) -> ImageRecords
         if name not in present:
             absent += 1
             continue
+        check_new_id(csv_path, line, used, name, "image file")
         paths.append(image_root / name)
         aus.append(sample_aus)
     if not paths:
-        raise FileNotFoundError(f"EmotioNet: none of the images listed in {csv_path} is in {image_root} "
-                                f"(expected each as image_root/<last part of its URL>)")
+        raise MissingDataError(f"EmotioNet: none of the images listed in {csv_path} is in {image_root} "
+                               f"(expected each as image_root/<last part of its URL>)")
     if absent:
         warnings.warn(f"EmotioNet: {absent} images listed in {csv_path} are not in {image_root}: "
                       "skipping them", stacklevel=2)
@@ -85,13 +95,12 @@ def _columns(path: Path, line: int, header: list[str]) -> tuple[int, dict[int, i
     names = [_unquote(cell).lower() for cell in header]
     if URL_COLUMN not in names:
         raise format_error(path, line, f"expected a 'URL' column in the header, found {header}")
-    au_columns, any_au = {}, False
-    for column, cell in enumerate(header):
-        match = _AU_HEADER.fullmatch(_unquote(cell))
-        if match is not None:
-            any_au = True
-            if int(match.group(1)) in AUS:
-                au_columns[column] = AUS.index(int(match.group(1)))
+    au_numbers = [int(match.group(1)) if (match := _AU_HEADER.fullmatch(_unquote(cell))) else None
+                  for cell in header]
+    check_unique_columns(path, line, header, [URL_COLUMN if name == URL_COLUMN else number
+                                              for name, number in zip(names, au_numbers)])
+    au_columns = {column: AUS.index(number) for column, number in enumerate(au_numbers) if number in AUS}
+    any_au = any(number is not None for number in au_numbers)
     if not any_au:
         raise format_error(path, line, f"expected AU columns like 'AU 1' in the header, found {header}")
     if not au_columns:

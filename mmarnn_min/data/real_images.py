@@ -13,9 +13,11 @@ already an aligned crop (it is only resized).
 
 ``load_image_set`` stores the crops once in ``<cache root>/real/<name>.npy`` (see
 ``crop_cache_path``) and later opens them memory-mapped, so a data set larger than memory is
-read from disk as training needs it. Every reader also raises ``DataFormatError`` on a
-malformed file, naming the file, the line and what was expected; the CSV helpers here are
-shared by the readers.
+read from disk as training needs it. Every reader raises ``DataFormatError`` on a malformed
+file, naming the file, the line and what was expected, and ``MissingDataError`` (also a
+FileNotFoundError) on a missing one; both are UserErrors, printed by the commands as one line.
+The CSV helpers here, shared by the readers, also refuse a column given twice and an id
+listed twice.
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ _SOURCES_HASHED = ("data/real_images.py", "faces.py")  # the code that draws the
 class DataFormatError(UserError, ValueError):
     """A malformed data file: the message names the file, the line (1-based) and what was
     expected vs found."""
+
+
+class MissingDataError(DataFormatError, FileNotFoundError):
+    """A file or directory a data set needs is absent: the message names it and where it was
+    looked for."""
 
 
 def format_error(path: str | Path, line: int | None, message: str) -> DataFormatError:
@@ -115,14 +122,43 @@ def concat_records(records: Sequence[ImageRecords]) -> ImageRecords:
 
 def csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(line number, cells) of every non-blank row of a CSV file, header included; a UTF-8
-    byte-order mark is dropped."""
+    byte-order mark is dropped. A file that is not UTF-8 or has an unclosed quote is a
+    DataFormatError naming the line."""
     if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    with open(path, newline="", encoding="utf-8-sig") as file:
-        reader = csv.reader(file)
-        for row in reader:
-            if any(cell.strip() for cell in row):
-                yield reader.line_num, [cell.strip() for cell in row]
+        raise MissingDataError(f"no such file: {path}")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as file:
+            reader = csv.reader(file, strict=True)
+            for row in reader:
+                if any(cell.strip() for cell in row):
+                    yield reader.line_num, [cell.strip() for cell in row]
+    except UnicodeDecodeError:
+        raise format_error(path, _first_line_not_utf8(path), "expected UTF-8 text (save the file as UTF-8)") from None
+    except csv.Error as error:
+        raise format_error(path, reader.line_num, f"malformed CSV ({error}; check the quotes)") from None
+    except OSError as error:
+        raise format_error(path, None, f"cannot read the file: {error.strerror}") from None
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file (a byte-order mark dropped); DataFormatError naming the first line
+    that is not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise format_error(path, _first_line_not_utf8(path), "expected UTF-8 text (save the file as UTF-8)") from None
+    except OSError as error:
+        raise format_error(path, None, f"cannot read the file: {error.strerror}") from None
+
+
+def _first_line_not_utf8(path: Path) -> int:
+    with open(path, "rb") as file:
+        for number, raw in enumerate(file, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 1
 
 
 def check_width(path: Path, line: int, row: list[str], width: int) -> None:
@@ -130,6 +166,26 @@ def check_width(path: Path, line: int, row: list[str], width: int) -> None:
     if len(row) != width:
         raise format_error(path, line, f"expected {width} comma-separated values (as in the header), "
                                        f"found {len(row)}")
+
+
+def check_unique_columns(path: Path, line: int, header: list[str], keys: list[object]) -> None:
+    """Fail when two columns of ``header`` mean the same thing: ``keys[i]`` is what column i
+    holds once spelling is normalised, None for a column the reader does not use."""
+    first: dict[object, int] = {}
+    for column, key in enumerate(keys):
+        if key is None:
+            continue
+        if key in first:
+            raise format_error(path, line, f"columns {first[key] + 1} and {column + 1} ({header[first[key]]!r} and "
+                                           f"{header[column]!r}) hold the same field: keep one")
+        first[key] = column
+
+
+def check_new_id(path: Path, line: int, seen: dict[str, int], key: str, what: str) -> None:
+    """Fail when ``key`` was already seen (``seen``: key -> its first line), else record it."""
+    if key in seen:
+        raise format_error(path, line, f"{what} {key!r} appears twice (first on line {seen[key]})")
+    seen[key] = line
 
 
 def parse_float(path: Path, line: int, column: str, text: str) -> float:
@@ -188,8 +244,8 @@ def crop_cache_path(records: ImageRecords, size: int) -> Path:
         try:
             stat = os.stat(path)
         except FileNotFoundError:
-            raise format_error(path, None, f"image file missing (listed by the {records.dataset} "
-                                           "annotations)") from None
+            raise MissingDataError(f"{path}: image file missing (listed by the {records.dataset} "
+                                   "annotations)") from None
         digest.update(f"{os.path.abspath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     digest.update(np.ascontiguousarray(records.landmarks).tobytes())
     slug = "".join(c if c.isalnum() else "_" for c in records.dataset)
@@ -225,11 +281,13 @@ def _fill_crops(records: ImageRecords, size: int, out: np.ndarray) -> None:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """An image file as RGB uint8 (H,W,3); DataFormatError when it is missing or undecodable."""
+    """An image file as RGB uint8 (H,W,3); MissingDataError when it is missing, DataFormatError
+    when it cannot be decoded."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # BGR; None when it cannot be read
     if image is None:
-        problem = "cannot be decoded as an image" if Path(path).is_file() else "image file missing"
-        raise format_error(path, None, problem)
+        if not Path(path).is_file():
+            raise MissingDataError(f"{path}: image file missing")
+        raise format_error(path, None, "cannot be decoded as an image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
