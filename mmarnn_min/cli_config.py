@@ -14,8 +14,11 @@ import argparse
 import dataclasses
 import inspect
 import re
+import math
 import typing
 from typing import Any
+
+from mmarnn_min.checks import ConfigError
 
 
 def leaf_fields(cls: type, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], dataclasses.Field, Any]]:
@@ -77,15 +80,58 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         parser.add_argument(name, **options)
 
 
-def config_from_dict(cls: type, data: dict) -> Any:
-    """Build the dataclass ``cls`` from nested dicts (missing keys keep their defaults)."""
+def checked_value(value: Any, kind: Any, where: str) -> Any:
+    """``value`` if it has the field's type ``kind`` exactly (JSON gives no second chance: the
+    string "false" is not a bool, 3.0 is not an int, a bool is not a number, and a float must be
+    finite), else a ConfigError naming ``where``."""
+    if typing.get_origin(kind) is typing.Literal:
+        choices = typing.get_args(kind)
+        if value not in choices or type(value) is not type(choices[0]):
+            raise ConfigError(where, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(where, f"must be a finite number, got {value!r}")
+        return float(value)
+    if kind in (bool, int, str) and (type(value) is not kind):
+        raise ConfigError(where, f"must be {_ARTICLE[kind]}, got {value!r}")
+    return value
+
+
+_ARTICLE = {bool: "true or false", int: "an integer", str: "a string"}
+
+
+def describe_field(path: tuple[str, ...]) -> str:
+    """``mrnn.batch_size (--mrnn-batch-size)``: a field as a config file and as a flag name it."""
+    return f"{'.'.join(path)} ({flag_name(path)})"
+
+
+def config_from_dict(cls: type, data: dict, path: tuple[str, ...] = ()) -> Any:
+    """Build the dataclass ``cls`` from nested dicts (missing keys keep their defaults), with
+    every value checked against its field's type and the dataclass's own checks; a ConfigError
+    names the field by its place in the whole config and by its flag."""
+    where = ".".join(path) or cls.__name__
+    if not isinstance(data, dict):
+        raise ConfigError(where, f"must be a mapping of fields, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
+    unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"{cls.__name__} has no field(s) {', '.join(sorted(unknown))}")
-    return cls(**{name: config_from_dict(hints[name], value) if dataclasses.is_dataclass(hints[name]) else value
-                  for name, value in data.items()})
+        raise ConfigError(where, f"has no field(s) {', '.join(unknown)} (it has {', '.join(sorted(names))})")
+    values = {}
+    for name, value in data.items():
+        if dataclasses.is_dataclass(hints[name]):
+            values[name] = config_from_dict(hints[name], value, path + (name,))
+        else:
+            values[name] = checked_value(value, hints[name], describe_field(path + (name,)))
+    try:
+        return cls(**values)
+    except ConfigError as error:
+        if error.field is None:
+            raise
+        raise ConfigError(describe_field(path + (error.field,)), error.message) from None
+    except ValueError as error:  # a dataclass's own check that names no single field
+        raise ConfigError(where, str(error)) from None
 
 
 def apply_flags(config: Any, args: dict) -> Any:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from mmarnn_min.checks import at_least, one_of
 from mmarnn_min.cli_config import config_from_dict
 from mmarnn_min.data.synth_config import SynthConfig
 from mmarnn_min.errors import UserError
@@ -32,6 +33,7 @@ from mmarnn_min.mrnn import MRNNConfig
 from mmarnn_min.stages.e2e import E2ETrainConfig
 from mmarnn_min.stages.mma import MMATrainConfig
 from mmarnn_min.stages.mrnn import MRNNTrainConfig
+from mmarnn_min.video_faces import DETECTORS
 
 
 @dataclass
@@ -53,6 +55,13 @@ class PipelineConfig:
     emotionet: str = ""              # EmotioNet label CSV: joins MMA's training images
     emotionet_images: str = ""       # the folder holding the EmotioNet images the CSV names
     synth_images: bool = True        # with real image sets given, train MMA on SynthAffect's images as well
+
+    def __post_init__(self) -> None:
+        at_least(self, "seed", 0)
+        at_least(self, "features_batch_size", 1)
+        at_least(self, "stride", 1)
+        at_least(self, "affwild2_every", 1)
+        one_of(self, "detector", DETECTORS)
 
     @property
     def real_images(self) -> bool:

@@ -8,6 +8,8 @@ Inputs may be NumPy arrays, PyTorch tensors or nested lists. Unlike the losses i
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -29,25 +31,33 @@ def pearson(pred, target) -> np.ndarray:
 
         r = sum (p - mean p)(y - mean y) / sqrt(sum (p - mean p)^2 * sum (y - mean y)^2)
 
-    r is undefined when a column is constant; it is reported as 0 (no linear association can
-    be measured), so that means over reactions stay finite.
+    r is undefined when a column is constant (or holds a NaN): it is then NaN, never a number
+    that could pass for a result, and so is any mean over reactions that includes it.
     """
     p, y = _paired(pred, target)
+    defined = _varies(p) & _varies(y)                              # a constant column: no r
     p, y = p - p.mean(axis=0), y - y.mean(axis=0)
     numerator = (p * y).sum(axis=0)
     denominator = np.sqrt((p * p).sum(axis=0) * (y * y).sum(axis=0))
-    safe = np.where(denominator > 0, denominator, 1.0)
-    return np.where(denominator > 0, numerator / safe, 0.0)
+    defined &= denominator > 0
+    return np.where(defined, numerator / np.where(defined, denominator, 1.0), np.nan)
+
+
+def _varies(x: np.ndarray) -> np.ndarray:
+    """Per column: not every value equal (compared as given: centring a constant column can
+    leave rounding residue of 1e-17 that would pass for variance)."""
+    return x.max(axis=0) != x.min(axis=0)
 
 
 def ccc(pred, target) -> np.ndarray:
     """Concordance correlation coefficient over dimension 0, population statistics:
-    2 cov / (var_p + var_y + (mean_p - mean_y)^2); (N,) -> 0-d array, (N, C) -> (C,)."""
+    2 cov / (var_p + var_y + (mean_p - mean_y)^2); (N,) -> 0-d array, (N, C) -> (C,). NaN where
+    undefined: both columns constant and equal (0 / 0)."""
     p, y = _paired(pred, target)
     covariance = ((p - p.mean(axis=0)) * (y - y.mean(axis=0))).mean(axis=0)
     denominator = p.var(axis=0) + y.var(axis=0) + (p.mean(axis=0) - y.mean(axis=0)) ** 2
     safe = np.where(denominator > 0, denominator, 1.0)
-    return np.where(denominator > 0, 2 * covariance / safe, 0.0)
+    return np.where(denominator > 0, 2 * covariance / safe, np.nan)
 
 
 def _f1_per_class(predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
@@ -77,3 +87,9 @@ def au_f1(pred_probs, true_labels, threshold: float = 0.5) -> float:
     predicted = (probs >= threshold) & coded
     actual = (np.nan_to_num(labels) > 0.5) & coded
     return float(_f1_per_class(predicted, actual)[coded.any(axis=0)].mean())
+
+
+def improves(candidate: float, best: float) -> bool:
+    """Whether a validation score ``candidate`` beats ``best``: a defined score beats an
+    undefined (NaN) one and any lower one; an undefined one beats nothing."""
+    return math.isfinite(candidate) and (not math.isfinite(best) or candidate > best)

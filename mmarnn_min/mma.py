@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmarnn_min.affect import AFFECT_DIM, NUM_AUS, NUM_EXPRESSIONS, NUM_VA
+from mmarnn_min.checks import at_least
 
 
 @dataclass
@@ -50,9 +51,8 @@ class MMAConfig:
     grid: int = 4                # the last feature map is average-pooled to grid x grid cells (1: global pool)
 
     def __post_init__(self) -> None:
-        if min(self.stem_channels, self.width, self.stages, self.units_per_stage, self.embedding_size,
-               self.grid) < 1:
-            raise ValueError(f"MMAConfig: every size must be >= 1, got {self}")
+        for size in ("stem_channels", "width", "stages", "units_per_stage", "embedding_size", "grid"):
+            at_least(self, size, 1)
 
     @classmethod
     def tiny(cls) -> MMAConfig:

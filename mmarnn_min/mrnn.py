@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmarnn_min.affect import AFFECT_DIM, NUM_REACTIONS
+from mmarnn_min.checks import at_least
 from mmarnn_min.gru import GRU
 from mmarnn_min.routing import masked_routing
 
@@ -49,10 +50,8 @@ class MRNNConfig:
     sigmoid: bool = True                  # squash the outputs into [0, 1]
 
     def __post_init__(self) -> None:
-        sizes = (self.input_size, self.hidden_size, self.num_layers, self.routed_size, self.num_reactions,
-                 self.max_frames)
-        if min(sizes) < 1:
-            raise ValueError(f"MRNNConfig: every size must be >= 1, got {self}")
+        for size in ("input_size", "hidden_size", "num_layers", "routed_size", "num_reactions", "max_frames"):
+            at_least(self, size, 1)
 
 
 def zero_padding(z: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmarnn_min.affect import AFFECT_DIM, NUM_EXPRESSIONS, NUM_VA
+from mmarnn_min.checks import ConfigError, at_least, one_of
 from mmarnn_min.gru import GRU
 from mmarnn_min.mrnn import MRNN, MRNNConfig, zero_padding
 from mmarnn_min.routing import masked_routing
@@ -46,16 +47,13 @@ class MRNNVariant:
     fixed_frames: int = 64                            # the fixed length of sequence="fixed"
 
     def __post_init__(self) -> None:
-        if self.rnn not in RNNS:
-            raise ValueError(f"MRNNVariant.rnn must be one of {', '.join(RNNS)}, got {self.rnn!r}")
-        if self.sequence not in SEQUENCES:
-            raise ValueError(f"MRNNVariant.sequence must be one of {', '.join(SEQUENCES)}, got {self.sequence!r}")
+        one_of(self, "rnn", RNNS)
+        one_of(self, "sequence", SEQUENCES)
         parts = self.input_parts
         if not parts or set(parts) - set(INPUT_COLUMNS) or len(set(parts)) != len(parts):
-            raise ValueError(f"MRNNVariant.inputs: a comma-separated subset of {', '.join(INPUT_COLUMNS)}, "
-                             f"got {self.inputs!r}")
-        if self.fixed_frames < 1:
-            raise ValueError(f"MRNNVariant.fixed_frames must be >= 1, got {self.fixed_frames}")
+            raise ConfigError("inputs", f"must be a comma-separated subset of {', '.join(INPUT_COLUMNS)}, "
+                                        f"got {self.inputs!r}")
+        at_least(self, "fixed_frames", 1)
 
     @property
     def is_paper(self) -> bool:
@@ -92,7 +90,7 @@ class AblatedMRNN(MRNN):
     def __init__(self, config: MRNNConfig, variant: MRNNVariant) -> None:
         columns = variant.input_columns
         if columns is not None and config.input_size != AFFECT_DIM:
-            raise ValueError(f"MRNNVariant.inputs selects parts of the {AFFECT_DIM}-value affect vector: "
+            raise ConfigError("inputs", f"selects parts of the {AFFECT_DIM}-value affect vector: "
                              f"input_size must be {AFFECT_DIM}, got {config.input_size}")
         super().__init__(config)
         self.variant = variant

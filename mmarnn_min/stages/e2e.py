@@ -27,9 +27,10 @@ import torch
 
 from mmarnn_min.affect import REACTIONS
 from mmarnn_min.checkpoints import load_training_state, save_training_state
+from mmarnn_min.checks import at_least, positive
 from mmarnn_min.files import save_torch, write_json
 from mmarnn_min.losses import pearson_loss
-from mmarnn_min.metrics import pearson
+from mmarnn_min.metrics import improves, pearson
 from mmarnn_min.mma import MMA, images_to_tensor
 from mmarnn_min.mrnn import MRNN
 from mmarnn_min.mrnn_variants import variant_of
@@ -43,6 +44,12 @@ class E2ETrainConfig:
     batch_size: int = 16        # videos per step (the Pearson loss is taken across them)
     mma_lr: float = 1e-4        # Adam learning rate of MMA (small: it starts trained)
     mrnn_lr: float = 1e-3       # LazyAdam learning rate of MRNN
+
+    def __post_init__(self) -> None:
+        at_least(self, "epochs", 1)
+        at_least(self, "batch_size", 2, "the Pearson loss correlates across the videos of a batch")
+        positive(self, "mma_lr")
+        positive(self, "mrnn_lr")
 
 
 @dataclass(frozen=True)
@@ -149,7 +156,7 @@ def train_e2e(
         results["history"].append({"epoch": epoch, "train_loss": float(np.mean(losses)),
                                    "val_pearson_mean": validation["pearson_mean"],
                                    "val_pearson": validation["pearson"], "seconds": round(elapsed, 3)})
-        if validation["pearson_mean"] > results["val_pearson_mean"]:
+        if results["best_epoch"] == 0 or improves(validation["pearson_mean"], results["val_pearson_mean"]):
             results.update(best_epoch=epoch, val_pearson_mean=validation["pearson_mean"],
                            val_pearson=validation["pearson"])
             save_best(epoch, validation)

@@ -22,10 +22,12 @@ import torch
 
 from mmarnn_min.affect import au_relation_matrix
 from mmarnn_min.checkpoints import load_training_state, read_checkpoint, save_training_state
+from mmarnn_min.checks import ConfigError, at_least, positive
 from mmarnn_min.data.synth import ImageSet, SynthConfig
 from mmarnn_min.data.training_images import image_splits
 from mmarnn_min.files import save_torch, write_json
 from mmarnn_min.losses import mma_loss
+from mmarnn_min.metrics import improves
 from mmarnn_min.mma import MMA, MMAConfig, images_to_tensor
 from mmarnn_min.optim import warmup_cosine_lr
 from mmarnn_min.progress import ProgressLine
@@ -55,7 +57,12 @@ class MMATrainConfig:
     def __post_init__(self) -> None:
         unknown = set(self.task_list) - set(TASKS)
         if unknown or not self.task_list:
-            raise ValueError(f"MMATrainConfig.tasks: a comma-separated subset of {TASKS}, got {self.tasks!r}")
+            raise ConfigError("tasks", f"must be a comma-separated subset of {', '.join(TASKS)}, got {self.tasks!r}")
+        at_least(self, "epochs", 1)
+        at_least(self, "batch_size", 2, "batch norm and the CCC of L_VA need two images")
+        positive(self, "lr")
+        at_least(self, "weight_decay", 0.0)
+        at_least(self, "dm_weight", 0.0)
 
     @property
     def task_list(self) -> tuple[str, ...]:
@@ -148,7 +155,7 @@ def train_mma(
         train_loss = {name: value / steps_per_epoch for name, value in parts_sum.items()}
         results["history"].append({"epoch": epoch, "train_loss": train_loss, "val": validation,
                                    "seconds": round(elapsed, 3)})
-        if epoch == 1 or validation["score"] > results["val"]["score"]:
+        if epoch == 1 or improves(validation["score"], results["val"]["score"]):
             results.update(best_epoch=epoch, val=validation)
             save_torch({"model": model.state_dict(), "config": asdict(config.model), "epoch": epoch,
                              "image_size": train_set.images.shape[1], "val": validation}, out_dir / "best.pt")

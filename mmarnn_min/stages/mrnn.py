@@ -22,11 +22,12 @@ from torch.utils.data import DataLoader
 
 from mmarnn_min.affect import REACTIONS
 from mmarnn_min.checkpoints import load_mrnn, load_training_state, save_training_state
+from mmarnn_min.checks import at_least, one_of, positive
 from mmarnn_min.data.sequences import SequenceDataset, pad_collate
 from mmarnn_min.errors import UserError
 from mmarnn_min.files import save_torch, write_json
 from mmarnn_min.losses import pearson_loss
-from mmarnn_min.metrics import pearson
+from mmarnn_min.metrics import improves, pearson
 from mmarnn_min.mrnn import MRNN, MRNNConfig
 from mmarnn_min.mrnn_variants import MRNNVariant, build_mrnn
 from mmarnn_min.optim import LazyAdam, mrnn_optimizer
@@ -46,6 +47,13 @@ class MRNNTrainConfig:
     batch_size: int = 32                              # videos per step (the Pearson loss is taken across them)
     lr: float = 3e-3                                  # Adam learning rate
     loss: Literal["pearson", "mse"] = "pearson"       # training loss: the paper's Pearson loss, or MSE (ablation)
+
+    def __post_init__(self) -> None:
+        one_of(self, "loss", tuple(LOSSES))
+        at_least(self, "epochs", 1)
+        at_least(self, "batch_size", 2 if self.loss == "pearson" else 1,
+                 "the Pearson loss correlates across the videos of a batch" if self.loss == "pearson" else "")
+        positive(self, "lr")
 
 
 def train_step(
@@ -135,7 +143,7 @@ def train_mrnn(
         results["history"].append({"epoch": epoch, "train_loss": sum(losses) / len(losses),
                                    "val_pearson_mean": validation["pearson_mean"],
                                    "val_pearson": validation["pearson"], "seconds": round(elapsed, 3)})
-        if validation["pearson_mean"] > results["val_pearson_mean"]:
+        if results["best_epoch"] == 0 or improves(validation["pearson_mean"], results["val_pearson_mean"]):
             results.update(best_epoch=epoch, val_pearson_mean=validation["pearson_mean"],
                            val_pearson=validation["pearson"])
             save_torch({"model": model.state_dict(), "config": asdict(config.model),

@@ -24,7 +24,7 @@ import numpy as np
 
 from mmarnn_min.affect import REACTIONS
 from mmarnn_min.files import replace_atomically, write_json
-from mmarnn_min.tables import format_table, markdown_table
+from mmarnn_min.tables import format_table, markdown_table, number
 
 
 def read_json(path: Path) -> dict | None:
@@ -46,8 +46,9 @@ def build_report(out: Path, data: str) -> dict:
             report["e2e_pearson_mean"] = e2e["test"]["pearson_mean"]
     if oracle and "test" in oracle:
         report.update(oracle_pearson_mean=oracle["test"]["pearson_mean"], oracle_pearson=oracle["test"]["pearson"])
-        if "pearson_mean" in report and report["oracle_pearson_mean"] > 0:
-            report["fraction_of_oracle"] = report["pearson_mean"] / report["oracle_pearson_mean"]
+        pipeline, ceiling = report.get("pearson_mean"), report["oracle_pearson_mean"]
+        if pipeline is not None and ceiling is not None and ceiling > 0:
+            report["fraction_of_oracle"] = pipeline / ceiling
     if mma and "test" in mma:
         report["mma"] = {key: mma["test"][key] for key in ("va_ccc_mean", "valence_ccc", "arousal_ccc", "expr_f1", "au_f1")}
         report["mma_chance"] = mma["test_chance"]
@@ -67,7 +68,9 @@ def format_report(report: dict) -> str:
         if "fraction_of_oracle" in report:
             lines += [f"The trained pipeline reaches **{report['fraction_of_oracle']:.0%}** of the oracle's Pearson.", ""]
         if "e2e_pearson_mean" in report:
-            lines += [f"Before the end-to-end fine-tuning: {report['mrnn_pearson_mean']:.4f}.", ""]
+            lines += [f"Before the end-to-end fine-tuning: {number(report['mrnn_pearson_mean'])}.", ""]
+        lines += [UNDEFINED_NOTE, ""] if has_undefined(report) else []
+        lines += [WITHHELD_NOTE, ""] if report["split"] != "test" else []
     if "mma" in report:
         mma, chance = report["mma"], report["mma_chance"]
         lines += ["## MMA on the test images", "",
@@ -77,6 +80,19 @@ def format_report(report: dict) -> str:
     lines += ["## Seconds per stage", "",
               markdown_table(list(report["timings"]), [[f"{seconds:.0f}" for seconds in report["timings"].values()]]), ""]
     return "\n".join(lines)
+
+
+UNDEFINED_NOTE = ("undefined: a Pearson correlation with a constant column (the model predicted the same "
+                  "intensity for every video, or the labels do not vary): no number measures it")
+
+
+WITHHELD_NOTE = ("the test split's labels are withheld: these numbers are on the validation split; the test "
+                 "predictions are in mrnn/test_predictions.npz")
+
+
+def has_undefined(report: dict) -> bool:
+    values = [report.get("pearson_mean"), *report.get("pearson", {}).values()]
+    return any(value is None or value != value for value in values)
 
 
 def summary(report: dict) -> str:
@@ -90,10 +106,15 @@ def summary(report: dict) -> str:
         lines += [f"Pearson on the {report['split']} split of {report['data']}:", format_table(header, rows)]
         if "fraction_of_oracle" in report:
             lines.append(f"the trained pipeline reaches {report['fraction_of_oracle']:.0%} of the oracle's Pearson")
+        if has_undefined(report):
+            lines.append(UNDEFINED_NOTE)
+        if report["split"] != "test":
+            lines.append(WITHHELD_NOTE)
     if "mma" in report:
         mma, chance = report["mma"], report["mma_chance"]
-        lines.append(f"MMA (test images): VA CCC {mma['va_ccc_mean']:.3f}, expression F1 {mma['expr_f1']:.3f} "
-                     f"(chance {chance['expr_f1']:.3f}), AU F1 {mma['au_f1']:.3f} (chance {chance['au_f1']:.3f})")
+        lines.append(f"MMA (test images): VA CCC {number(mma['va_ccc_mean'], '.3f')}, expression F1 "
+                     f"{number(mma['expr_f1'], '.3f')} (chance {number(chance['expr_f1'], '.3f')}), AU F1 "
+                     f"{number(mma['au_f1'], '.3f')} (chance {number(chance['au_f1'], '.3f')})")
     lines.append("seconds: " + ", ".join(f"{stage} {seconds:.0f}" for stage, seconds in report["timings"].items()))
     return "\n".join(lines)
 
