@@ -15,7 +15,7 @@ import numpy as np
 
 from mmarnn_min.affect import AUS, EXPRESSIONS, NUM_AUS, REACTIONS
 from mmarnn_min.data.synth_config import SynthConfig
-from mmarnn_min.data.synth_face import Identity
+from mmarnn_min.data.synth_face import Identity, au_displacements
 from mmarnn_min.data.synth_labels import SOURCES, au_probabilities
 from mmarnn_min.data.synth_make import render_image, render_video, video_plan
 from mmarnn_min.data.synth_render import Shot, background, render_canvas, render_crop
@@ -66,8 +66,10 @@ def expression_grid(config: SynthConfig, per_row: int = 8) -> np.ndarray:
 
 def au_row(config: SynthConfig) -> np.ndarray:
     """The same frontal face neutral, then with each AU alone at intensity 1, at the crop
-    size the models see (shown zoomed)."""
+    size the models see (shown zoomed), each with how far the AU moves the face (pixels of
+    the crop, ``au_displacements``)."""
     identity = Identity.sample(np.random.default_rng(config.seed))
+    moved = au_displacements(identity, config.image_size)
     shot = Shot(0.0, 0.0, 0.0, (0.0, 0.0), 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, (1.0, 1.0, 1.0))
     backdrop = np.full((config.image_size, config.image_size, 3), 225, np.uint8)
     rng = np.random.default_rng(0)
@@ -77,7 +79,7 @@ def au_row(config: SynthConfig) -> np.ndarray:
         if k >= 0:
             aus[k] = 1.0
         face = _zoom(render_crop(identity, aus, shot, backdrop, rng)[0])
-        _text(face, "neutral" if k < 0 else f"AU{AUS[k]}", 4, 14, 0.45)
+        _text(face, "neutral" if k < 0 else f"AU{AUS[k]} {moved[k]:.1f}px", 4, 14, 0.45)
         faces.append(face)
     rows = [np.concatenate(faces[i:i + 9], axis=1) for i in (0, 9)]
     return np.concatenate(rows, axis=0)
@@ -158,7 +160,8 @@ def contact_sheet(config: SynthConfig = SynthConfig()) -> np.ndarray:
     """The whole sheet (H,W,3) uint8 RGB."""
     panels = [("Faces per expression (source 'expr_va'); valence / arousal under each",
                expression_grid(config)),
-              ("One face per AU at intensity 1, at the crop size (drawn straight into the crop)",
+              ("One face per AU at intensity 1, at the crop size (drawn straight into the crop), and "
+               "how far it moves the face (crop pixels)",
                au_row(config)),
               ("Canvases with their 5 true landmarks, and the aligned crops", canvas_row(config)),
               ("One val video: frames (red: inside the reaction window) and its oracle trajectories",
