@@ -56,7 +56,7 @@ def test_labels_follow_the_du_table(expression):
     prototypical, observational = DU_TABLE.get(expression, ((), ()))
     related = [AUS.index(au) for au in prototypical + observational]
     others = [k for k in range(len(AUS)) if k not in related]
-    np.testing.assert_array_equal(  # the AUs it uses are the matrix R of DESIGN section 2
+    np.testing.assert_array_equal(  # the AUs it uses are the matrix R of docs/design.md, section 2
         np.sort(related), np.flatnonzero(au_relation_matrix()[EXPRESSIONS.index(expression)].numpy()))
     for au in prototypical:  # 0.7-1 of a strength uniform in [MIN_STRENGTH, 1]: present about half the time
         intensity, present = aus[:, AUS.index(au)], labels[:, AUS.index(au)]

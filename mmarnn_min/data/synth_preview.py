@@ -107,10 +107,10 @@ def canvas_row(config: SynthConfig, count: int = 4) -> np.ndarray:
 
 
 def video_strip(config: SynthConfig, frames_shown: int = 12) -> np.ndarray:
-    """The video of val with the strongest reaction: frames evenly spaced (red border inside
-    the window), its labels, and its oracle trajectories."""
+    """The video of val with the strongest felt reaction: frames evenly spaced (red border
+    inside a reaction window), its labels, and its oracle trajectories."""
     index = max(range(min(40, config.num_videos("val"))),
-                key=lambda i: video_plan(config, "val", i)[0].reactions.max())
+                key=lambda i: video_plan(config, "val", i)[0].felt.max())
     frames, _, plan = render_video(config, "val", index)
     cell = config.image_size * _ZOOM
     picks = np.linspace(0, plan.length - 1, frames_shown).round().astype(int)
@@ -118,19 +118,20 @@ def video_strip(config: SynthConfig, frames_shown: int = 12) -> np.ndarray:
     for j, t in enumerate(picks):
         x = j * (cell + 4)
         strip[:cell, x:x + cell] = _zoom(frames[t])
-        inside = plan.window[0] <= t < plan.window[1]
+        inside = plan.in_window[t]
         if inside:
             cv2.rectangle(strip, (x, 0), (x + cell - 1, cell - 1), _RED, 3)
         _text(strip, f"t={t}" + (" window" if inside else ""), x + 2, cell + 13, 0.38,
               _RED if inside else _BLACK)
     header = np.full((22, strip.shape[1], 3), 255, np.uint8)
-    _text(header, f"video {index}: {plan.length} frames, window {plan.window[0]}-{plan.window[1]}   " +
+    windows = ", ".join(f"{start}-{stop}" for start, stop in plan.windows)
+    _text(header, f"video {index}: {plan.length} frames at {config.fps:g} fps, window {windows}   " +
           "  ".join(f"{r} {v:.2f}" for r, v in zip(REACTIONS, plan.reactions)), 4, 15, 0.42)
     return np.concatenate([header, strip, _trajectories(plan, strip.shape[1])], axis=0)
 
 
 def _trajectories(plan, width: int, height: int = 150) -> np.ndarray:
-    """Valence, arousal and the three strongest AU probabilities over time; window shaded."""
+    """Valence, arousal and the three strongest AU probabilities over time; windows shaded."""
     plot = np.full((height, width, 3), 255, np.uint8)
     left, right, top, bottom = 40, width - 160, 10, height - 20
     xs = left + (right - left) * np.arange(plan.length) / max(1, plan.length - 1)
@@ -138,8 +139,8 @@ def _trajectories(plan, width: int, height: int = 150) -> np.ndarray:
     def y_of(values: np.ndarray, low: float, high: float) -> np.ndarray:
         return bottom - (bottom - top) * (values - low) / (high - low)
 
-    x0, x1 = xs[plan.window[0]], xs[min(plan.window[1], plan.length) - 1]
-    cv2.rectangle(plot, (int(x0), top), (int(x1), bottom), (255, 225, 225), -1)
+    for start, stop in plan.windows:
+        cv2.rectangle(plot, (int(xs[start]), top), (int(xs[stop - 1]), bottom), (255, 225, 225), -1)
     zero = int(y_of(np.array(0.0), -1, 1))
     cv2.line(plot, (left, zero), (right, zero), _GREY, 1)
     probabilities = au_probabilities(plan.aus)  # (L,17)
@@ -164,7 +165,7 @@ def contact_sheet(config: SynthConfig = SynthConfig()) -> np.ndarray:
                "how far it moves the face (crop pixels)",
                au_row(config)),
               ("Canvases with their 5 true landmarks, and the aligned crops", canvas_row(config)),
-              ("One val video: frames (red: inside the reaction window) and its oracle trajectories",
+              ("One val video: frames (red: inside a reaction window) and its oracle trajectories",
                video_strip(config))]
     width = max(body.shape[1] for _, body in panels)
     return np.concatenate([_titled(title, body, width) for title, body in panels], axis=0)

@@ -1,6 +1,6 @@
 """SynthAffect's camera: where a face lands in the picture and how the picture looks.
 
-DESIGN.md section 4: frames are "rendered into a larger canvas at a random position, scale
+docs/design.md, section 4: frames are "rendered into a larger canvas at a random position, scale
 and rotation together with their 5 true landmarks, so detection-free alignment is exercised
 as with real data", with lighting, blur and noise varying. Two ways to the aligned crop:
 
