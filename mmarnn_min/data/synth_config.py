@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 RENDER_MODES: tuple[str, ...] = ("canvas", "crop")
-VIDEO_MODES: tuple[str, ...] = ("window", "hume")
+VideoMode = Literal["window", "hume"]
+VIDEO_MODES: tuple[str, ...] = get_args(VideoMode)
 HUME_SECONDS: tuple[float, float] = (3.0, 16.0)  # Hume-Reaction's shortest and longest videos, about
 
 
@@ -40,7 +42,7 @@ class SynthConfig:
     min_frames: int = 20            # video lengths lie in [min_frames, max_frames]
     max_frames: int = 96            # T: the padded length the MRNN routes over
     fps: float = 25.0
-    video_mode: str = "window"      # "window" or "hume" (above)
+    video_mode: VideoMode = "window"  # "window" or "hume" (above)
     mean_seconds: float = 11.0      # "hume": mean duration (Hume-Reaction: about 75 h / 25,000 videos)
 
     def __post_init__(self) -> None:

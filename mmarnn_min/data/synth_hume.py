@@ -4,9 +4,9 @@ Hume-Reaction (MuSe 2022, ABAW5), the data MRNN is trained on (paper, section 3.
 the paper's claim about video length (fixed-length strategies lose information; masked
 routing over every real frame does not) can be tested on them.
 
-Every parameter below is set from what is known of Hume-Reaction, or, where nothing is
-known, kept as in the "window" mode (synth_video). They were written down before any
-ablation ran on this data and are not to be tuned to an outcome.
+Every parameter below is set from what is known of Hume-Reaction; where nothing is known,
+it is an assumption said as such, or kept as in the "window" mode (synth_video). They were
+written down before any ablation ran on this data and are not to be tuned to an outcome.
 
     known of Hume-Reaction                     the choice here
     about 25,000 videos in about 75 hours:     durations in seconds with mean ``mean_seconds``
@@ -18,25 +18,30 @@ ablation ran on this data and are not to be tuned to an outcome.
                                                rising towards 16 s, median 11.6 s): it assumes
                                                nothing beyond the two facts
     30 fps                                     any frame rate: 5 fps for CPU runs (15-80 frames,
-                                               T = 80), 30 fps for the paper's T = 480. Motion,
-                                               blinks, twitches and episodes are timed in
-                                               seconds, so a frame rate only samples them
+                                               about 55 on average, T = 80), 30 fps for the
+                                               paper's T = 480. Motion, blinks, twitches and
+                                               reaction windows are timed in seconds, so a frame
+                                               rate only samples them, but for two floors in
+                                               frames: an episode lasts at least 3 frames (0.6 s
+                                               at 5 fps) and noise is smoothed over at least 3
     labels: 7 self-reported intensities per    label = report / max(report): the largest label of
     video, scaled by the video's maximum       every video is exactly 1
     (every validation row has maximum 1.0)
-    about 11% of the label values are 0        report = felt intensity + Gaussian noise, clipped
-                                               to the rating scale [0, 1]: a 0 is a reaction felt
-                                               so faintly that the noise took it below the scale.
-                                               REPORT_NOISE = 0.112 is the standard deviation
-                                               for which P(report = 0) = E[Phi(-y / sd)] = 11%
-                                               under the distribution of felt intensities y
-                                               (synth_video step 1), solved for once by
-                                               quadrature; a test checks the share
-    people react to what they watch: to        1 to 3 reaction windows (uniformly), each 2-5 s
-    its moments, not throughout                long (a facial expression lasts 0.5-4 s, Ekman
-                                               2003, plus its onset and offset), together at most
-                                               80% of the video, at uniformly random places that
-                                               do not overlap. Each felt reaction shows in one
+    about 11% of the label values are 0        assumed: a report is the felt intensity plus
+                                               Gaussian noise, clipped to the rating scale [0, 1],
+                                               so a 0 is a reaction felt so faintly that the noise
+                                               took it below the scale. REPORT_NOISE = 0.112 is
+                                               the standard deviation for which P(report = 0) =
+                                               E[Phi(-y / sd)] = 11% under the distribution of
+                                               felt intensities y (synth_video step 1), solved
+                                               for once by quadrature; a test checks the share
+    nothing about when in a video the          assumed: the clip a person watches has a few
+    reaction shows                             moments that move them. 1 to 3 reaction windows
+                                               (uniformly), each 2-5 s (a facial expression lasts
+                                               0.5-4 s, Ekman 2003, plus its onset and offset),
+                                               together at most 80% of the video, at uniformly
+                                               random places that do not overlap: no place in a
+                                               video is favoured. Each felt reaction shows in one
                                                window (chosen uniformly), with the onset, duration
                                                and ramp of synth_video's table as fractions of it
     nothing about the rest                     as in the "window" mode: felt intensities, display
