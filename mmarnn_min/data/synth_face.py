@@ -33,12 +33,12 @@ Every AU is visible at the crop size the models read: at full intensity it moves
 is visible at rest (brows, lids, lips, nostrils, the nasolabial folds, the fold under each
 eye, the furrow under the lower lip) by at least 2 pixels of a 64 x 64 aligned crop of the
 typical identity (``au_displacements`` measures it; the tests check it). In such a crop the
-eyes are 20 pixels apart, so 2 pixels are about 0.09 face units, more than an eye's opening
-at rest: the subtle AUs are drawn at the strong end of FACS's intensity E (AU7 narrows the
-eye to a slit; AU23 and AU24 thin the lips to a line). Lips are nearly as thick as real ones
-(the red of the lower lip about an eighth of the inter-ocular distance), and the three folds are
-faintly drawn at rest, as most adult faces show them, so that the AUs that move them move
-something a camera sees.
+eyes are 20 pixels apart, so 2 pixels are about 0.09 face units, about half an eye's
+opening: the subtle AUs are drawn at the strong end of FACS's intensity E (AU7 narrows the
+eye to a slit; AU23 and AU24 thin the lips to a line). Lips are nearly as thick as real
+ones (the red of the lower lip about an eighth of the inter-ocular distance), and the three
+folds are faintly drawn at rest, as most adult faces show them, so that the AUs that move
+them move something a camera sees.
 """
 
 from __future__ import annotations

@@ -19,10 +19,10 @@ import numpy as np
 from mmarnn_min.affect import NUM_EXPRESSIONS
 from mmarnn_min.data.synth_config import SynthConfig, split_index
 from mmarnn_min.data.synth_face import Identity
+from mmarnn_min.data.synth_hume import draw_length, plan_hume_video
 from mmarnn_min.data.synth_labels import (SOURCES, annotate_aus, expression_probabilities, oracle_features,
                                           sample_image_affect)
 from mmarnn_min.data.synth_render import Shot, background, render_aligned, render_canvas
-from mmarnn_min.data.synth_hume import draw_length, plan_hume_video
 from mmarnn_min.data.synth_video import VideoPlan, plan_video
 
 _IMAGES, _VIDEOS, _VIDEO_FRAMES = 0, 1, 2  # kinds, in the seeds
@@ -66,8 +66,11 @@ def render_video_frame(config: SynthConfig, split: str, index: int) -> dict[str,
     the oracle's most probable one (a frame has no drawn expression)."""
     plan, rng = video_plan(config, split, index, _VIDEO_FRAMES)
     identity, shot, backdrop = video_scene(config, rng, config.render == "canvas")
-    inside = np.flatnonzero(plan.in_window)
-    t = int(inside[rng.integers(len(inside))]) if rng.random() < WINDOW_SHARE else int(rng.integers(plan.length))
+    inside = np.flatnonzero(plan.in_window)  # (frames in a window,)
+    if rng.random() < WINDOW_SHARE:
+        t = int(inside[rng.integers(len(inside))])
+    else:
+        t = int(rng.integers(plan.length))
     crop, landmarks = render_aligned(identity, plan.aus[t], moved_shot(shot, plan.motion[t]), backdrop, rng,
                                      config.image_size, config.render, plan.blink[t])
     aus = plan.aus[t]
