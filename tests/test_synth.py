@@ -13,14 +13,14 @@ from hypothesis import strategies as st
 from mmarnn_min.affect import AUS, DU_TABLE, EXPRESSIONS, au_relation_matrix
 from mmarnn_min.data import synth_cache
 from mmarnn_min.data.synth import SOURCES, SynthConfig, make_images
-from mmarnn_min.data.synth_face import Identity, face_geometry
+from mmarnn_min.data.synth_face import Identity, au_displacements, face_geometry, visible_parts
 from mmarnn_min.data.synth_labels import (
     annotate_aus, expression_probabilities, oracle_features, sample_image_affect,
 )
 from mmarnn_min.data.synth_make import make_image_arrays, render_image, sample_rng
 from mmarnn_min.data.synth_video import plan_video
 from mmarnn_min.data.synth_render import Shot, render_crop
-from mmarnn_min.faces import align_template
+from mmarnn_min.faces import align_template, alignment_matrix
 
 TINY = SynthConfig(image_size=32, canvas_size=96, train_images_per_source=6, eval_images_per_source=3,
                    train_videos=3, eval_videos=2, min_frames=8, max_frames=16)
@@ -56,7 +56,7 @@ def test_labels_follow_the_du_table(expression):
     prototypical, observational = DU_TABLE.get(expression, ((), ()))
     related = [AUS.index(au) for au in prototypical + observational]
     others = [k for k in range(len(AUS)) if k not in related]
-    np.testing.assert_array_equal(  # the AUs it uses are the matrix R of docs/design.md
+    np.testing.assert_array_equal(  # the AUs it uses are the matrix R of docs/design.md, section 5
         np.sort(related), np.flatnonzero(au_relation_matrix()[EXPRESSIONS.index(expression)].numpy()))
     for au in prototypical:  # 0.7-1 of a strength uniform in [MIN_STRENGTH, 1]: present about half the time
         intensity, present = aus[:, AUS.index(au)], labels[:, AUS.index(au)]
@@ -151,6 +151,34 @@ def test_every_au_changes_the_face(au):
     moved, _ = _plain_crop(aus)
     changed = np.abs(moved.astype(int) - neutral).max(axis=2) > 25
     assert changed.sum() >= 15, f"AU{au} changes only {changed.sum()} pixels"
+
+
+def test_every_au_moves_the_typical_face_by_2_pixels_at_64():
+    """Issue 18: at the default crop size each AU alone at full intensity moves a part that
+    is visible at rest and with it by at least 2 pixels (frontal face, fixed camera)."""
+    displacements = au_displacements(Identity.typical(), 64)
+    too_small = {f"AU{au}": round(float(d), 2) for au, d in zip(AUS, displacements) if d < 2.0}
+    assert not too_small, f"AUs that move the face by less than 2 pixels: {too_small}"
+
+
+def test_au_displacements_scale_with_the_crop_and_match_the_jaw_drop():
+    identity = Identity.sample(np.random.default_rng(5))
+    small, large = au_displacements(identity, 64), au_displacements(identity, 128)
+    np.testing.assert_allclose(large, 2 * small, rtol=1e-9)  # pixels scale with the crop
+    # AU26 lowers the lower lip and the furrow under it by 0.3 face units, rigidly: the most
+    # any visible point moves (the chin outline drops 0.25)
+    rest = face_geometry(identity, np.zeros(17))
+    pixels_per_unit = np.hypot(*alignment_matrix(rest.landmarks, 64)[:, 0])
+    assert small[AUS.index(26)] == pytest.approx(0.3 * pixels_per_unit, rel=1e-6)
+
+
+def test_only_visible_parts_count():
+    aus = np.zeros(17)
+    rest = visible_parts(face_geometry(Identity.typical(), aus))
+    assert {"folds", "lower_crease", "chin_crease", "brows", "upper_lip"} <= rest  # seen at rest
+    assert not {"forehead", "furrow", "crows_feet", "lip_press", "chin"} & rest     # drawn only by AUs
+    aus[AUS.index(1)] = 1.0
+    assert "forehead" in visible_parts(face_geometry(Identity.typical(), aus))
 
 
 def test_mouth_corners_move_as_facs_says():

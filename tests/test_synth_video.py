@@ -16,7 +16,7 @@ from mmarnn_min.affect import REACTIONS
 from mmarnn_min.data import synth_video
 from mmarnn_min.data import synth_cache
 from mmarnn_min.data.synth import SynthConfig, export_videos, make_videos, prefetch_videos, video_id
-from mmarnn_min.data.synth_baseline import ridge_baseline
+from mmarnn_min.data.synth_baseline import SUMMARIES, ridge_baseline, summarise
 from mmarnn_min.data.synth_labels import oracle_features
 from mmarnn_min.data.synth_make import make_video_arrays, video_plan
 from mmarnn_min.data.synth_video import envelope
@@ -85,6 +85,19 @@ def test_the_reaction_shows_only_in_its_window():
     assert len(inside) > 30
     assert np.mean(outside) < 0.12  # near-neutral
     assert np.mean(inside) > 2 * np.mean(outside)
+
+
+def test_a_window_video_has_one_window_and_is_labelled_with_what_was_felt():
+    for index in range(20):
+        plan, _ = video_plan(SynthConfig(), "val", index)
+        (start, stop), = plan.windows
+        assert plan.window == (start, stop) and plan.in_window[start:stop].all()
+        assert plan.in_window.sum() == stop - start
+        np.testing.assert_array_equal(plan.felt, plan.reactions)
+        oracle = oracle_features(plan.aus, plan.va)
+        for summary in SUMMARIES:  # a window as [start, stop) or as a mask: the same summary
+            np.testing.assert_array_equal(summarise(oracle, plan.window, summary),
+                                          summarise(oracle, plan.in_window, summary))
 
 
 def test_envelope_rises_holds_and_falls():

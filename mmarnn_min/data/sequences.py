@@ -58,8 +58,9 @@ def pad_collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[tor
 
 def oracle_sequences(config: SynthConfig, split: str) -> SequenceDataset:
     """SynthAffect's videos of ``split`` as the oracle sees them: the true per-frame affect
-    vectors (VA, expression and AU probabilities; docs/design.md, section 6) with each video's 7
-    reaction intensities. Only the labels are drawn, no pixels: a few tenths of a second."""
+    vectors (VA, expression and AU probabilities; docs/design.md, section 6) with each
+    video's 7 labels (self-reports in the Hume-like videos of ``SynthConfig.hume``). Only the
+    labels are drawn, no pixels: a few tenths of a second."""
     plans = [video_plan(config, split, index)[0] for index in range(config.num_videos(split))]
     return SequenceDataset([oracle_features(plan.aus, plan.va) for plan in plans],
                            np.stack([plan.reactions for plan in plans]))

@@ -1,5 +1,5 @@
 """SynthAffect: the embedded, procedural data set behind the first command and the tutorials
-(DESIGN.md section 4). Nothing is downloaded: faces are drawn from AU intensities, so
+(docs/design.md, section 6). Nothing is downloaded: faces are drawn from AU intensities, so
 learning from pixels is needed, and possible.
 
     images  three sources with partial labels: posed expressions drawn by the Du et al.
@@ -7,14 +7,17 @@ learning from pixels is needed, and possible.
             other people, labelled with all three                     -> ``make_images``
     videos  20..T frames, 7 reaction intensities per video, shown only inside a window of
             frames, with the oracle's per-frame z_t (26 values)      -> ``make_videos``
+            or, with ``SynthConfig.hume(fps)``, Hume-Reaction-like videos of 3-16 s with
+            1-3 reaction windows and per-video max-scaled self-reports as labels
 
 The pieces, one file each: synth_face (AU-driven face geometry and drawing), synth_render
 (canvas placement, light, blur, noise, alignment), synth_labels (label rules, oracle
 features), synth_video (reactions -> per-frame trajectories; the reaction table is in its
-docstring), synth_make (rendering on all cores), synth_cache (the on-disk cache),
-synth_baseline (ridge on oracle features), synth_preview (the contact sheet).
+docstring), synth_hume (the Hume-like videos, their parameters and why), synth_make
+(rendering on all cores), synth_cache (the on-disk cache), synth_baseline (ridge on oracle
+features), synth_preview (the contact sheet).
 
-Command line (``python -m mmarnn_min.data.synth``):
+Command line (``python -m mmarnn_min.data.synth``; ``--hume [--fps F]`` for the Hume-like videos):
     --preview out.png   contact sheet: faces per expression, one face per AU, canvases with
                         their landmarks, one video's frames and trajectories
     --baseline          ridge regression on per-video oracle features (how hard the task is)
@@ -79,8 +82,10 @@ class SynthVideo:
     oracle: np.ndarray     # (L,26) float32 [VA | expression probabilities | AU probabilities]
     aus: np.ndarray        # (L,17) float32 true AU intensities
     va: np.ndarray         # (L,2) float32 true valence-arousal
-    reactions: np.ndarray  # (7,) float32 intensities in [0, 1], REACTIONS order
-    window: tuple[int, int]  # [start, stop): the frames where the reaction shows
+    in_window: np.ndarray  # (L,) bool: the frames inside a reaction window
+    reactions: np.ndarray  # (7,) float32 labels in [0, 1], REACTIONS order
+    felt: np.ndarray       # (7,) float32 the intensities the face shows (for analysis, never training)
+    window: tuple[int, int]  # [start, stop): first reaction window's start, last one's stop
     fps: float
 
     def __len__(self) -> int:
@@ -99,8 +104,10 @@ class VideoSet:
     oracle: np.ndarray     # (sum L,26) float32
     aus: np.ndarray        # (sum L,17) float32
     va: np.ndarray         # (sum L,2) float32
+    in_window: np.ndarray  # (sum L,) bool
     offsets: np.ndarray    # (V+1,) int64
-    reactions: np.ndarray  # (V,7) float32
+    reactions: np.ndarray  # (V,7) float32 labels
+    felt: np.ndarray       # (V,7) float32
     windows: np.ndarray    # (V,2) int64
 
     def __len__(self) -> int:
@@ -123,8 +130,8 @@ class VideoSet:
         return SynthVideo(
             id=video_id(self.split, v), frames=self.frames[frames], landmarks=self.landmarks[frames],
             oracle=self.oracle[frames], aus=self.aus[frames], va=self.va[frames],
-            reactions=self.reactions[v], window=(int(self.windows[v, 0]), int(self.windows[v, 1])),
-            fps=self.fps,
+            in_window=self.in_window[frames], reactions=self.reactions[v], felt=self.felt[v],
+            window=(int(self.windows[v, 0]), int(self.windows[v, 1])), fps=self.fps,
         )
 
     def __iter__(self) -> Iterator[SynthVideo]:
@@ -192,9 +199,9 @@ def make_videos(config: SynthConfig = SynthConfig(), split: str = "train", worke
                      cache, verbose)
     return VideoSet(
         split=split, fps=config.fps, frames=arrays["frames"], landmarks=arrays["landmarks"],
-        oracle=arrays["oracle"], aus=arrays["aus"], va=arrays["va"],
+        oracle=arrays["oracle"], aus=arrays["aus"], va=arrays["va"], in_window=arrays["in_window"],
         offsets=np.concatenate([[0], np.cumsum(arrays["lengths"])]).astype(np.int64),
-        reactions=arrays["reactions"], windows=arrays["windows"].astype(np.int64),
+        reactions=arrays["reactions"], felt=arrays["felt"], windows=arrays["windows"].astype(np.int64),
     )
 
 
@@ -276,9 +283,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--render", choices=RENDER_MODES, default="canvas")
     parser.add_argument("--paper", action="store_true", help="the paper's sizes (112 px, T=480)")
+    parser.add_argument("--hume", action="store_true", help="Hume-like videos (3-16 s, self-reports)")
+    parser.add_argument("--fps", type=float, help="--hume: frames a second (default 5; 30 with --paper)")
     parser.add_argument("--workers", type=int, help="processes (default: all cores)")
     args = parser.parse_args(argv)
-    base = SynthConfig.paper() if args.paper else SynthConfig()
+    if args.fps is not None and not args.hume:
+        parser.error("--fps sets the frame rate of the Hume-like videos: pass --hume too")
+    if args.hume:
+        fps = args.fps or (30.0 if args.paper else 5.0)
+        base = SynthConfig.hume(fps, image_size=112, canvas_size=256) if args.paper else SynthConfig.hume(fps)
+    else:
+        base = SynthConfig.paper() if args.paper else SynthConfig()
     config = replace(base, seed=args.seed, render=args.render)
     if not (args.preview or args.baseline or args.bench or args.generate or args.export):
         parser.error("nothing to do: pass --preview, --baseline, --bench, --generate or --export")

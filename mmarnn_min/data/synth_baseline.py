@@ -7,7 +7,7 @@ its mean (the paper's number), say how much of the labels the faces carry:
 
     mean over all frames          what a model blind to time gets
     mean + max over all frames    the peak helps, but distractor twitches fool it
-    mean over the true window     a model that finds the window (oracle window)
+    mean over the true window(s)  a model that finds the reaction windows (oracle windows)
     window mean + max             the best of these summaries
 
 The trained pipeline (MMA on pixels, then MRNN) is read against these numbers: it sees
@@ -29,9 +29,11 @@ SUMMARIES = ("mean", "mean+max", "window mean", "window mean+max")
 RIDGE_STRENGTHS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 
 
-def summarise(oracle: np.ndarray, window: tuple[int, int], summary: str) -> np.ndarray:
-    """One video's feature vector from its oracle features (L,26): (26,) or (52,)."""
-    inside = oracle[window[0]:window[1]]
+def summarise(oracle: np.ndarray, window: tuple[int, int] | np.ndarray, summary: str) -> np.ndarray:
+    """One video's feature vector from its oracle features (L,26): (26,) or (52,). ``window``:
+    the frames the reaction shows in, a [start, stop) pair or an (L,) bool mask (a plan's
+    ``in_window``, for videos with several windows)."""
+    inside = oracle[window] if isinstance(window, np.ndarray) else oracle[window[0]:window[1]]
     return {
         "mean": lambda: oracle.mean(0),
         "mean+max": lambda: np.concatenate([oracle.mean(0), oracle.max(0)]),
@@ -58,11 +60,11 @@ def ridge_fit(x: np.ndarray, y: np.ndarray, strength: float):
 
 
 def _split(config: SynthConfig, split: str) -> tuple[list, np.ndarray]:
-    """[(oracle (L,26), window)] and the labels (V,7) of a split's videos."""
+    """[(oracle (L,26), in_window (L,) bool)] and the labels (V,7) of a split's videos."""
     videos, labels = [], []
     for index in range(config.num_videos(split)):
         plan, _ = video_plan(config, split, index)
-        videos.append((oracle_features(plan.aus, plan.va), plan.window))
+        videos.append((oracle_features(plan.aus, plan.va), plan.in_window))
         labels.append(plan.reactions)
     return videos, np.array(labels)
 
@@ -89,8 +91,8 @@ def print_baseline(config: SynthConfig, train_videos: int | None = None) -> None
         config = replace(config, train_videos=train_videos, eval_videos=max(10, train_videos // 3))
     results = ridge_baseline(config)
     print(f"ridge on oracle features, {config.train_videos} train / {config.eval_videos} val / "
-          f"{config.eval_videos} test videos of {config.min_frames}-{config.max_frames} frames; "
-          "test Pearson:")
+          f"{config.eval_videos} test {config.video_mode!r} videos of {config.min_frames}-"
+          f"{config.max_frames} frames at {config.fps:g} fps; test Pearson:")
     print(f"{'summary':18s} {'mean':>6s}  " + " ".join(f"{r[:8]:>8s}" for r in REACTIONS))
     for summary, values in results.items():
         print(f"{summary:18s} {values.mean():6.3f}  " + " ".join(f"{v:8.3f}" for v in values))

@@ -1,4 +1,4 @@
-"""An on-disk cache for SynthAffect's arrays (DESIGN.md section 4: generated once, reused).
+"""An on-disk cache for SynthAffect's arrays (generated once, reused).
 
 Layout: ``<cache root>/synthaffect/<name>-<key>/`` holding one ``.npy`` file per array. The
 key hashes the config *and* the generator's source code (every ``synth*.py`` file, faces.py,

@@ -1,9 +1,9 @@
 """SynthAffect's face model: 17 AU intensities + an identity + a head pose -> a drawn face.
 
-DESIGN.md section 4: faces "whose geometry is driven by the 17 AU intensities (brows, lids,
-cheeks, nose, lips, jaw), with identity [and] pose varying". The face is a set of 3D curves
-in *face units* (the head's half width is about 1; x right, y down, z towards the camera),
-rotated by yaw and pitch, projected orthographically, then mapped to pixels by a 2D
+The face's geometry is driven by the 17 AU intensities (brows, lids, cheeks, nose, lips,
+jaw), with identity and pose varying (docs/design.md, section 6). The face is a set of 3D
+curves in *face units* (the head's half width is about 1; x right, y down, z towards the
+camera), rotated by yaw and pitch, projected orthographically, then mapped to pixels by a 2D
 similarity (roll, scale, position) and drawn with OpenCV's anti-aliased polygons.
 
 What each AU moves (intensity a in [0, 1]; FACS names):
@@ -11,19 +11,34 @@ What each AU moves (intensity a in [0, 1]; FACS names):
     AU2  outer brow raiser      outer brow ends up, forehead wrinkles
     AU4  brow lowerer           brows down and together, vertical furrows between them
     AU5  upper lid raiser       upper lid up: more white above the iris
-    AU6  cheek raiser           cheeks up and flushed, lower lids pushed up, crow's feet
-    AU7  lid tightener          both lids narrow, lower lid straightens
+    AU6  cheek raiser           cheeks up and flushed, lower lids and the fold under them
+                                pushed up, crow's feet
+    AU7  lid tightener          both lids narrow the eye (the lower one most), the fold
+                                under the lower lid bunches up
     AU9  nose wrinkler          wrinkles across the nose, nostrils up and wide, inner brows down
     AU10 upper lip raiser       upper lip up (upper teeth show), nose wings up
-    AU11 nasolabial deepener    darker, wider folds from the nose wings to the mouth corners
+    AU11 nasolabial deepener    the folds from the nose wings to the mouth corners darker,
+                                wider, their middle pulled up and out
     AU12 lip corner puller      corners up and out (smile curve)
     AU15 lip corner depressor   corners down (frown curve)
-    AU17 chin raiser            lower lip pushed up, chin boss shaded, deeper chin crease
+    AU17 chin raiser            lower lip pushes the upper one up, chin boss up and shaded,
+                                the furrow under the lower lip up and deeper
     AU20 lip stretcher          corners out sideways, lips thinner
-    AU23 lip tightener          red of the lips narrower, mouth narrower
-    AU24 lip presser            lips pressed shut, thinner and paler, bulges at the corners
+    AU23 lip tightener          red of the lips narrowed to a line, mouth narrower
+    AU24 lip presser            lips pressed shut, thin and paler, bulges at the corners
     AU25 lips part              gap between the lips (mouth cavity and teeth)
     AU26 jaw drop               lower lip and chin down, face longer
+
+Every AU is visible at the crop size the models read: at full intensity it moves a part that
+is visible at rest (brows, lids, lips, nostrils, the nasolabial folds, the fold under each
+eye, the furrow under the lower lip) by at least 2 pixels of a 64 x 64 aligned crop of the
+typical identity (``au_displacements`` measures it; the tests check it). In such a crop the
+eyes are 20 pixels apart, so 2 pixels are about 0.09 face units, about half an eye's
+opening: the subtle AUs are drawn at the strong end of FACS's intensity E (AU7 narrows the
+eye to a slit; AU23 and AU24 thin the lips to a line). Lips are nearly as thick as real
+ones (the red of the lower lip about an eighth of the inter-ocular distance), and the three
+folds are faintly drawn at rest, as most adult faces show them, so that the AUs that move
+them move something a camera sees.
 """
 
 from __future__ import annotations
@@ -33,7 +48,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mmarnn_min.affect import AUS
+from mmarnn_min.affect import AUS, NUM_AUS
+from mmarnn_min.faces import alignment_matrix
 
 _SHIFT = 4  # OpenCV fixed-point bits: points are drawn with 1/16 pixel precision
 _ONE = 1 << _SHIFT
@@ -77,13 +93,26 @@ class Identity:
         shape["mouth_y"] += shape["eye_y"]
         tone, hair_shade, iris_shade, long_hair = rng.random(4)
         skin = _SKIN_DARK + tone * (_SKIN_LIGHT - _SKIN_DARK) + rng.normal(0, 6, 3)
-        lips = skin * np.array([0.86, 0.55, 0.55]) + np.array([25, 0, 5])
+        lips = _lip_colour(skin)
         hair = _HAIR[rng.integers(len(_HAIR))] * (0.8 + 0.35 * hair_shade)
         iris = _IRIS[rng.integers(len(_IRIS))] * (0.8 + 0.4 * iris_shade)
         colours = {name: tuple(np.clip(c, 0, 255).tolist()) for name, c in
                    (("skin", skin), ("lips", lips), ("hair", hair), ("iris", iris),
                     ("clothes", rng.uniform(20, 235, 3)))}
         return Identity(**shape, long_hair=bool(long_hair < 0.4), **colours)
+
+    @staticmethod
+    def typical() -> Identity:
+        """The middle of every shape range and a middle skin tone: the face on which each
+        AU's visibility is measured (``au_displacements``)."""
+        shape = dict(zip(_SHAPE_NAMES, _SHAPE_RANGES.mean(axis=1).tolist()))
+        shape["nose_y"] += shape["eye_y"]
+        shape["mouth_y"] += shape["eye_y"]
+        skin = (_SKIN_DARK + _SKIN_LIGHT) / 2
+        return Identity(**shape, long_hair=False, skin=tuple(skin.tolist()),
+                        lips=tuple(_lip_colour(skin).tolist()),
+                        hair=tuple(_HAIR[1].tolist()), iris=tuple(_IRIS[0].tolist()),
+                        clothes=(120.0, 120.0, 120.0))
 
 
 # Ranges of the identity's shape parameters (face units), drawn uniformly.
@@ -93,10 +122,16 @@ _SHAPE = {
     "iris_r": (0.065, 0.08), "brow_gap": (0.16, 0.22), "brow_t": (0.045, 0.08),
     "nose_y": (0.46, 0.54), "nose_w": (0.12, 0.16),  # nose_y: below eye_y
     "mouth_y": (0.95, 1.03), "mouth_w": (0.32, 0.38),  # mouth_y: below eye_y
-    "lip_up": (0.05, 0.08), "lip_lo": (0.065, 0.1), "hairline": (-1.0, -0.72),
+    "lip_up": (0.07, 0.1), "lip_lo": (0.09, 0.12), "hairline": (-1.0, -0.72),
 }
 _SHAPE_NAMES = tuple(_SHAPE)
 _SHAPE_RANGES = np.array(list(_SHAPE.values()))  # (18,2)
+
+
+def _lip_colour(skin: np.ndarray) -> np.ndarray:
+    return skin * np.array([0.86, 0.55, 0.55]) + np.array([25, 0, 5])
+
+
 _SKIN_DARK, _SKIN_LIGHT = np.array([95.0, 62, 42]), np.array([245.0, 204, 177])
 _HAIR = np.array([[25.0, 20, 18], [70, 45, 30], [120, 80, 45], [200, 165, 100], [150, 60, 30],
                   [160, 160, 160]])
@@ -245,7 +280,7 @@ def face_geometry(identity: Identity, aus: np.ndarray, yaw: float = 0.0, pitch: 
 
     # --- head outline, hair, ears, neck, body. The outline is the silhouette of the head
     # ellipsoid, not a rigid curve: it is widened so that, once rotated, it keeps its size.
-    jaw = a[26] * 0.25 - a[17] * 0.03  # jaw drop lengthens the face, chin raise shortens it
+    jaw = a[26] * 0.25 - a[17] * 0.04  # jaw drop lengthens the face, chin raise shortens it
     ox = idt.head_w * _OUTLINE_COS * (1 - idt.jaw_taper * _OUTLINE_JAW)
     oy = idt.head_cy + np.where(_OUTLINE_SIN > 0, idt.head_h + jaw, idt.head_h) * _OUTLINE_SIN
     widen_x = np.hypot(np.cos(yaw), _HEAD_DEPTH / idt.head_w * np.sin(yaw)) / max(np.cos(yaw), 0.3)
@@ -285,11 +320,11 @@ def face_geometry(identity: Identity, aus: np.ndarray, yaw: float = 0.0, pitch: 
 
     # --- eyes (AU5 opens the upper lid; AU6, AU7 raise the lower lid; blink closes both),
     # cheeks (AU6 raises and flushes them) and crow's feet (AU6)
-    open_up = idt.eye_h * max(0.0, 1 + 1.3 * a[5] - 0.5 * a[7] - 0.25 * a[6] - 0.15 * a[4]) * (1 - blink)
-    open_lo = idt.eye_h * max(0.0, 0.8 - 0.6 * a[7] - 0.5 * a[6] + 0.15 * a[5]) * (1 - blink)
+    open_up = idt.eye_h * max(0.0, 1 + 1.3 * a[5] - 0.55 * a[7] - 0.25 * a[6] - 0.15 * a[4]) * (1 - blink)
+    open_lo = idt.eye_h * max(0.0, 0.8 - 0.75 * a[7] - 0.6 * a[6] + 0.15 * a[5]) * (1 - blink)
     shade["cheeks"] = 0.1 + 0.8 * a[6]
     shade["crows_feet"] = a[6]
-    shade["lower_crease"] = 0.1 + 0.4 * a[6] + 0.4 * a[7]
+    shade["lower_crease"] = 0.25 + 0.35 * a[6] + 0.35 * a[7]
     cx, cy = side * idt.eye_x, idt.eye_y
     x = cx + _U11 * idt.eye_w  # (2,11)
     upper, lower = cy - open_up * _LID_UP + 0 * x, cy + open_lo * _LID_LO + 0 * x
@@ -304,7 +339,9 @@ def face_geometry(identity: Identity, aus: np.ndarray, yaw: float = 0.0, pitch: 
     sketch.face("lids", *_band(x, upper - 0.012, 0.014 + 0.01 * blink), 0.005)
     sketch.face("lower_lids", x, lower)
     sketch.face("crease", x[:, 1:-1], cy - (idt.eye_h * 1.7 + 0.035) * _CREASE + 0.02 * a[4])
-    sketch.face("lower_crease", x[:, 2:-2], lower[:, 2:-2] + 0.045 - 0.01 * a[6])
+    # the fold under the lower lid rises with it, and further as AU6 and AU7 bunch the skin up
+    sketch.face("lower_crease", x[:, 2:-2],
+                lower[:, 2:-2] + max(0.06 - 0.045 * a[6] - 0.035 * a[7], 0.015))
     corner = np.repeat(cx + side * idt.eye_w * 1.1, 3, axis=0)  # (6,1) outer eye corners
     sketch.face("crows_feet", np.concatenate([corner, corner + _FEET_X], 1),
                 np.concatenate([cy + 0 * corner, cy + _FEET_Y], 1))
@@ -312,7 +349,7 @@ def face_geometry(identity: Identity, aus: np.ndarray, yaw: float = 0.0, pitch: 
                                     0.19, 0.12 + 0.02 * a[6]))
 
     # --- nose (AU9 wrinkles it, lifts and widens its base; AU10 lifts the base a little)
-    lift = 0.08 * a[9] + 0.025 * a[10]
+    lift = 0.09 * a[9] + 0.035 * a[10]
     shade["wrinkles"] = a[9]
     sketch.face("bridge", *_arc((side * 0.07, idt.eye_y + 0.06), (side * 0.085, idt.eye_y + 0.25),
                                 (side * 0.1, idt.nose_y - 0.1), 5), 0.12)
@@ -329,17 +366,17 @@ def face_geometry(identity: Identity, aus: np.ndarray, yaw: float = 0.0, pitch: 
 
     # --- mouth: corners (AU12 up and out, AU15 down, AU20 out, AU23 and AU24 in), opening
     # (AU10, AU25, AU26; AU24 presses it shut), lips (AU20, AU23, AU24 thinner; AU17 pout)
-    corner_x = idt.mouth_w * (1 + 0.12 * a[12] + 0.3 * a[20] - 0.18 * a[23] - 0.1 * a[24])
-    corner_y = (idt.mouth_y - 0.13 * a[12] + 0.12 * a[15] + 0.05 * a[20] + 0.02 * a[17]
+    corner_x = idt.mouth_w * (1 + 0.12 * a[12] + 0.3 * a[20] - 0.25 * a[23] - 0.1 * a[24])
+    corner_y = (idt.mouth_y - 0.13 * a[12] + 0.12 * a[15] + 0.05 * a[20] + 0.03 * a[17]
                 + 0.02 * a[26])
-    mid = idt.mouth_y + 0.005 - 0.02 * a[12]
-    inner_up = mid - 0.07 * a[10] - 0.025 * a[25]
-    inner_lo = mid + 0.06 * a[25] + 0.3 * a[26] - 0.04 * a[17]
+    mid = idt.mouth_y + 0.005 - 0.02 * a[12] - 0.04 * a[17]  # AU17: lower lip pushes the upper up
+    inner_up = mid - 0.1 * a[10] - 0.03 * a[25]
+    inner_lo = mid + 0.095 * a[25] + 0.3 * a[26] - 0.04 * a[17]
     inner_up += (mid - inner_up) * a[24]
     inner_lo = max(inner_lo + (mid - inner_lo) * a[24], inner_up)
-    thin = 1 - 0.45 * a[23] - 0.55 * a[24] - 0.35 * a[20]
-    outer_up = inner_up - idt.lip_up * max(thin + 0.1 * a[10], 0.15)
-    outer_lo = inner_lo + idt.lip_lo * max(thin, 0.15) + 0.025 * a[17]
+    thin = 1 - 0.85 * a[23] - 0.9 * a[24] - 0.35 * a[20]
+    outer_up = inner_up - idt.lip_up * max(thin + 0.1 * a[10], 0.1)
+    outer_lo = inner_lo + idt.lip_lo * max(thin, 0.1) + 0.02 * a[17]
     x = corner_x * _LIP_X
     up_outer = _lip_curve(x, corner_y, outer_up, 0.6) - _CUPID_BOW
     up_inner = _lip_curve(x, corner_y, inner_up, 0.8)
@@ -364,19 +401,22 @@ def face_geometry(identity: Identity, aus: np.ndarray, yaw: float = 0.0, pitch: 
                                    (side4 * 0.75 * corner_x, edge + sign * 0.035),
                                    (side4 * 0.95 * corner_x, corner_y + sign * 0.02), 5), 0.05)
     # nasolabial folds (AU11, and the smile or raised upper lip that deepen them)
-    shade["folds"] = min(1.0, 0.06 + 0.6 * a[11] + 0.3 * a[12] + 0.25 * a[10] + 0.15 * a[9])
+    shade["folds"] = min(1.0, 0.25 + 0.6 * a[11] + 0.3 * a[12] + 0.25 * a[10] + 0.15 * a[9])
     start = (side * (idt.nose_w + 0.04), idt.nose_y - 0.01 - lift)
     end = (side * (corner_x + 0.05), corner_y + 0.05)
-    middle = (side * (max(idt.nose_w, corner_x) + 0.07 + 0.05 * a[12] + 0.03 * a[11]),
-              (start[1] + end[1]) / 2)
-    sketch.face("folds", *_band(*_arc(start, middle, end, 7), 0.006 + 0.012 * a[11]), 0.02)
-    # chin (AU17 shades the chin boss and deepens the crease under the lower lip)
+    # AU11 pulls the skin beside the fold's middle up and out: the fold bows up and outwards
+    middle = (side * (max(idt.nose_w, corner_x) + 0.07 + 0.05 * a[12] + 0.07 * a[11]),
+              (start[1] + end[1]) / 2 - 0.05 * a[11])
+    sketch.face("folds", *_band(*_arc(start, middle, end, 7), 0.006 + 0.016 * a[11]), 0.02)
+    # chin (AU17 pushes the chin boss up, shading it, and with it the mentolabial furrow
+    # under the lower lip, which deepens)
     chin_bottom = idt.head_cy + idt.head_h + jaw
     shade["chin"] = a[17]
-    shade["chin_crease"] = 0.08 + 0.6 * a[17]
-    sketch.face("chin", *_ellipse(0.0, chin_bottom - 0.2 - 0.03 * a[17], 0.2, 0.11))
-    sketch.face("chin_crease", *_arc((-0.18, outer_lo + 0.09), (0.0, outer_lo + 0.07 - 0.02 * a[17]),
-                                     (0.18, outer_lo + 0.09), 7))
+    shade["chin_crease"] = 0.25 + 0.5 * a[17]
+    sketch.face("chin", *_ellipse(0.0, chin_bottom - 0.2 - 0.04 * a[17], 0.2, 0.11))
+    sketch.face("chin_crease", *_arc((-0.18, outer_lo + 0.11 - 0.04 * a[17]),
+                                     (0.0, outer_lo + 0.09 - 0.07 * a[17]),
+                                     (0.18, outer_lo + 0.11 - 0.04 * a[17]), 7))
 
     # --- the 5 landmarks: eye centres, nose tip, mouth corners
     sketch.face("landmarks",
@@ -392,6 +432,39 @@ _LIP_X = np.linspace(-1, 1, 15)  # across the mouth, in corner half widths
 _TEETH = np.abs(_LIP_X) < 0.8
 _CUPID_BOW = 0.015 * (np.exp(-((np.abs(_LIP_X * 0.35) - 0.09) / 0.05) ** 2)
                       - 0.5 * np.exp(-(_LIP_X * 0.35 / 0.04) ** 2))
+
+
+# Shaded parts are drawn in skin colour mixed by strength * shade towards a darker (or, for
+# the cheeks, redder) colour; the parts not named here at full strength.
+_SHADE_STRENGTH = {"cheeks": 0.3, "chin": 0.25}
+VISIBLE_CONTRAST = 0.2  # a shaded part mixed this far from the skin colour counts as visible
+
+
+def visible_parts(geometry: FaceGeometry) -> set[str]:
+    """The parts ``draw_face`` draws visibly: every part with a colour of its own, and the
+    shaded ones (creases, folds, flush) whose mix away from the skin is >= VISIBLE_CONTRAST."""
+    return {name for name in geometry.parts
+            if _SHADE_STRENGTH.get(name, 1.0) * geometry.shade.get(name, 1.0) >= VISIBLE_CONTRAST}
+
+
+def au_displacements(identity: Identity, size: int = 64) -> np.ndarray:
+    """(17,) how far each AU alone at intensity 1 moves the face, in pixels of a ``size`` x
+    ``size`` aligned crop: the largest displacement of a point of a part visible both at rest
+    and with the AU. Frontal face, fixed camera: both faces are mapped by the neutral face's
+    alignment, so what moves is the AU's doing, not the alignment following the landmarks."""
+    rest = face_geometry(identity, np.zeros(NUM_AUS))
+    to_crop = alignment_matrix(rest.landmarks, size)[:, :2]  # (2,2); the shift cancels out
+    displacements = np.zeros(NUM_AUS)
+    for k in range(NUM_AUS):
+        aus = np.zeros(NUM_AUS)
+        aus[k] = 1.0
+        moved = face_geometry(identity, aus)
+        for name in visible_parts(rest) & visible_parts(moved):
+            for before, after in zip(rest.parts[name], moved.parts[name], strict=True):
+                if before.stop - before.start == after.stop - after.start:  # same curve, same points
+                    shift = (moved.points[after] - rest.points[before]) @ to_crop.T  # (n,2) pixels
+                    displacements[k] = max(displacements[k], np.hypot(*shift.T).max())
+    return displacements
 
 
 def _mix(colour, other, t: float) -> tuple[float, float, float]:
@@ -426,8 +499,8 @@ def draw_face(image: np.ndarray, geometry: FaceGeometry, identity: Identity,
     fill("neck", _mix(skin, dark, 0.15))
     fill("ears", _mix(skin, dark, 0.08))
     fill("face", skin)
-    fill("cheeks", _mix(skin, (235, 90, 90), 0.3 * shade["cheeks"]))
-    fill("chin", _mix(skin, dark, 0.25 * shade["chin"]))
+    fill("cheeks", _mix(skin, (235, 90, 90), _SHADE_STRENGTH["cheeks"] * shade["cheeks"]))
+    fill("chin", _mix(skin, dark, _SHADE_STRENGTH["chin"] * shade["chin"]))
     fill("hair", identity.hair)
     fill("folds", _mix(skin, dark, shade["folds"]))
     for name in ("forehead", "furrow", "wrinkles", "crows_feet", "lower_crease", "chin_crease"):

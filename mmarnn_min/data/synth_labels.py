@@ -1,8 +1,8 @@
 """SynthAffect's labels: the image label rules and the oracle's per-frame affect vector.
 
-DESIGN.md section 4, images: "an expression is drawn, AU intensities follow the Du table
-(prototypical strong, observational sometimes, others faint noise), valence-arousal follow
-the expression's place on the circumplex plus noise". Three sources mimic the real data
+Images (docs/design.md, section 6): an expression is drawn, AU intensities follow the Du
+table (prototypical strong, observational sometimes, others faint noise), valence-arousal
+follow the expression's place on the circumplex plus noise. Three sources mimic the real data
 sets' partial labels:
 
     source     like        what it shows                    labels kept
@@ -28,7 +28,7 @@ drawn expression in a video): ``softmax(EXPRESSION_SHARPNESS * score)`` where an
 score is the weighted mean intensity of its Du AUs (prototypical 1, observational 0.5) minus
 the mean intensity of the AUs outside its row, and neutral's score is ``NEUTRAL_SCORE``.
 
-The oracle feature of a frame is DESIGN.md's z_t: [valence, arousal | 7 expression
+The oracle feature of a frame is docs/design.md's z_t: [valence, arousal | 7 expression
 probabilities | 17 AU probabilities], 26 values.
 """
 

@@ -19,6 +19,7 @@ import numpy as np
 from mmarnn_min.affect import NUM_EXPRESSIONS
 from mmarnn_min.data.synth_config import SynthConfig, split_index
 from mmarnn_min.data.synth_face import Identity
+from mmarnn_min.data.synth_hume import draw_length, plan_hume_video
 from mmarnn_min.data.synth_labels import (SOURCES, annotate_aus, expression_probabilities, oracle_features,
                                           sample_image_affect)
 from mmarnn_min.data.synth_render import Shot, background, render_aligned, render_canvas
@@ -60,12 +61,16 @@ def render_image(config: SynthConfig, split: str, source: int, index: int) -> di
 def render_video_frame(config: SynthConfig, split: str, index: int) -> dict[str, np.ndarray]:
     """One labelled frame of a reaction video, keyed as ``render_image``: a person of its own
     (no video set holds them), a video planned as those of the video sets are, and one frame
-    of it, from inside the reaction window with probability ``WINDOW_SHARE``, else from
+    of it, from inside a reaction window with probability ``WINDOW_SHARE``, else from
     anywhere. Its labels are the frame's true VA, the annotator's AUs and, as its expression,
     the oracle's most probable one (a frame has no drawn expression)."""
     plan, rng = video_plan(config, split, index, _VIDEO_FRAMES)
     identity, shot, backdrop = video_scene(config, rng, config.render == "canvas")
-    t = int(rng.integers(*plan.window)) if rng.random() < WINDOW_SHARE else int(rng.integers(plan.length))
+    inside = np.flatnonzero(plan.in_window)  # (frames in a window,)
+    if rng.random() < WINDOW_SHARE:
+        t = int(inside[rng.integers(len(inside))])
+    else:
+        t = int(rng.integers(plan.length))
     crop, landmarks = render_aligned(identity, plan.aus[t], moved_shot(shot, plan.motion[t]), backdrop, rng,
                                      config.image_size, config.render, plan.blink[t])
     aus = plan.aus[t]
@@ -86,6 +91,9 @@ def video_plan(config: SynthConfig, split: str, index: int, kind: int = _VIDEOS,
     """A video's labels and trajectories, and the random stream that goes on to render it
     (``kind``: a video of the video sets, or one that an image of the "all" source is a frame of)."""
     rng = sample_rng(config, split, kind, index)
+    if config.video_mode == "hume":
+        length = draw_length(rng, config.min_frames, config.max_frames, config.fps, config.mean_seconds)
+        return plan_hume_video(rng, length, config.fps), rng
     length = int(rng.integers(config.min_frames, config.max_frames + 1))
     return plan_video(rng, length, config.fps), rng
 
@@ -127,17 +135,19 @@ def _image_chunk(config: SynthConfig, split: str, source: int, start: int, stop:
 
 def _video_chunk(config: SynthConfig, split: str, start: int, stop: int) -> dict[str, np.ndarray]:
     parts: dict[str, list[np.ndarray]] = {key: [] for key in
-                                          ("frames", "landmarks", "aus", "va", "oracle", "lengths",
-                                           "reactions", "windows")}
+                                          ("frames", "landmarks", "aus", "va", "oracle", "in_window",
+                                           "lengths", "reactions", "felt", "windows")}
     for index in range(start, stop):
         frames, landmarks, plan = render_video(config, split, index)
         parts["frames"].append(frames)
         parts["landmarks"].append(landmarks)
         parts["aus"].append(plan.aus)
         parts["va"].append(plan.va)
-        parts["oracle"].append(oracle_features(plan.aus, plan.va))
+        parts["oracle"].append(oracle_features(plan.aus, plan.va))  # from what is drawn, only
+        parts["in_window"].append(plan.in_window)
         parts["lengths"].append(np.array([plan.length]))
         parts["reactions"].append(plan.reactions[None])
+        parts["felt"].append(plan.felt[None])
         parts["windows"].append(np.array([plan.window]))
     return {key: np.concatenate(value) for key, value in parts.items()}
 
@@ -184,7 +194,8 @@ def make_image_arrays(config: SynthConfig, split: str, workers: int | None = Non
 def make_video_arrays(config: SynthConfig, split: str, workers: int | None = None,
                       ) -> dict[str, np.ndarray]:
     """Render a split's videos, concatenated along frames: frames (sum L,S,S,3), landmarks,
-    aus, va, oracle (sum L, ...), and per video lengths (V,), reactions (V,7), windows (V,2)."""
+    aus, va, oracle, in_window (sum L, ...), and per video lengths (V,), reactions (V,7), felt
+    (V,7), windows (V,2) (first window's start, last one's stop)."""
     count = config.num_videos(split)
     if count == 0:
         raise ValueError(f"the config asks for no {split} videos")

@@ -15,7 +15,7 @@ import numpy as np
 
 from mmarnn_min.affect import AUS, EXPRESSIONS, NUM_AUS, REACTIONS
 from mmarnn_min.data.synth_config import SynthConfig
-from mmarnn_min.data.synth_face import Identity
+from mmarnn_min.data.synth_face import Identity, au_displacements
 from mmarnn_min.data.synth_labels import SOURCES, au_probabilities
 from mmarnn_min.data.synth_make import render_image, render_video, video_plan
 from mmarnn_min.data.synth_render import Shot, background, render_canvas, render_crop
@@ -66,8 +66,10 @@ def expression_grid(config: SynthConfig, per_row: int = 8) -> np.ndarray:
 
 def au_row(config: SynthConfig) -> np.ndarray:
     """The same frontal face neutral, then with each AU alone at intensity 1, at the crop
-    size the models see (shown zoomed)."""
+    size the models see (shown zoomed), each with how far the AU moves the face (pixels of
+    the crop, ``au_displacements``)."""
     identity = Identity.sample(np.random.default_rng(config.seed))
+    moved = au_displacements(identity, config.image_size)
     shot = Shot(0.0, 0.0, 0.0, (0.0, 0.0), 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, (1.0, 1.0, 1.0))
     backdrop = np.full((config.image_size, config.image_size, 3), 225, np.uint8)
     rng = np.random.default_rng(0)
@@ -77,7 +79,7 @@ def au_row(config: SynthConfig) -> np.ndarray:
         if k >= 0:
             aus[k] = 1.0
         face = _zoom(render_crop(identity, aus, shot, backdrop, rng)[0])
-        _text(face, "neutral" if k < 0 else f"AU{AUS[k]}", 4, 14, 0.45)
+        _text(face, "neutral" if k < 0 else f"AU{AUS[k]} {moved[k]:.1f}px", 4, 14, 0.45)
         faces.append(face)
     rows = [np.concatenate(faces[i:i + 9], axis=1) for i in (0, 9)]
     return np.concatenate(rows, axis=0)
@@ -105,10 +107,10 @@ def canvas_row(config: SynthConfig, count: int = 4) -> np.ndarray:
 
 
 def video_strip(config: SynthConfig, frames_shown: int = 12) -> np.ndarray:
-    """The video of val with the strongest reaction: frames evenly spaced (red border inside
-    the window), its labels, and its oracle trajectories."""
+    """The video of val with the strongest felt reaction: frames evenly spaced (red border
+    inside a reaction window), its labels, and its oracle trajectories."""
     index = max(range(min(40, config.num_videos("val"))),
-                key=lambda i: video_plan(config, "val", i)[0].reactions.max())
+                key=lambda i: video_plan(config, "val", i)[0].felt.max())
     frames, _, plan = render_video(config, "val", index)
     cell = config.image_size * _ZOOM
     picks = np.linspace(0, plan.length - 1, frames_shown).round().astype(int)
@@ -116,19 +118,20 @@ def video_strip(config: SynthConfig, frames_shown: int = 12) -> np.ndarray:
     for j, t in enumerate(picks):
         x = j * (cell + 4)
         strip[:cell, x:x + cell] = _zoom(frames[t])
-        inside = plan.window[0] <= t < plan.window[1]
+        inside = plan.in_window[t]
         if inside:
             cv2.rectangle(strip, (x, 0), (x + cell - 1, cell - 1), _RED, 3)
         _text(strip, f"t={t}" + (" window" if inside else ""), x + 2, cell + 13, 0.38,
               _RED if inside else _BLACK)
     header = np.full((22, strip.shape[1], 3), 255, np.uint8)
-    _text(header, f"video {index}: {plan.length} frames, window {plan.window[0]}-{plan.window[1]}   " +
+    windows = ", ".join(f"{start}-{stop}" for start, stop in plan.windows)
+    _text(header, f"video {index}: {plan.length} frames at {config.fps:g} fps, window {windows}   " +
           "  ".join(f"{r} {v:.2f}" for r, v in zip(REACTIONS, plan.reactions)), 4, 15, 0.42)
     return np.concatenate([header, strip, _trajectories(plan, strip.shape[1])], axis=0)
 
 
 def _trajectories(plan, width: int, height: int = 150) -> np.ndarray:
-    """Valence, arousal and the three strongest AU probabilities over time; window shaded."""
+    """Valence, arousal and the three strongest AU probabilities over time; windows shaded."""
     plot = np.full((height, width, 3), 255, np.uint8)
     left, right, top, bottom = 40, width - 160, 10, height - 20
     xs = left + (right - left) * np.arange(plan.length) / max(1, plan.length - 1)
@@ -136,8 +139,8 @@ def _trajectories(plan, width: int, height: int = 150) -> np.ndarray:
     def y_of(values: np.ndarray, low: float, high: float) -> np.ndarray:
         return bottom - (bottom - top) * (values - low) / (high - low)
 
-    x0, x1 = xs[plan.window[0]], xs[min(plan.window[1], plan.length) - 1]
-    cv2.rectangle(plot, (int(x0), top), (int(x1), bottom), (255, 225, 225), -1)
+    for start, stop in plan.windows:
+        cv2.rectangle(plot, (int(xs[start]), top), (int(xs[stop - 1]), bottom), (255, 225, 225), -1)
     zero = int(y_of(np.array(0.0), -1, 1))
     cv2.line(plot, (left, zero), (right, zero), _GREY, 1)
     probabilities = au_probabilities(plan.aus)  # (L,17)
@@ -158,10 +161,11 @@ def contact_sheet(config: SynthConfig = SynthConfig()) -> np.ndarray:
     """The whole sheet (H,W,3) uint8 RGB."""
     panels = [("Faces per expression (source 'expr_va'); valence / arousal under each",
                expression_grid(config)),
-              ("One face per AU at intensity 1, at the crop size (drawn straight into the crop)",
+              ("One face per AU at intensity 1, at the crop size (drawn straight into the crop), and "
+               "how far it moves the face (crop pixels)",
                au_row(config)),
               ("Canvases with their 5 true landmarks, and the aligned crops", canvas_row(config)),
-              ("One val video: frames (red: inside the reaction window) and its oracle trajectories",
+              ("One val video: frames (red: inside a reaction window) and its oracle trajectories",
                video_strip(config))]
     width = max(body.shape[1] for _, body in panels)
     return np.concatenate([_titled(title, body, width) for title, body in panels], axis=0)

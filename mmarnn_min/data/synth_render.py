@@ -1,8 +1,8 @@
 """SynthAffect's camera: where a face lands in the picture and how the picture looks.
 
-DESIGN.md section 4: frames are "rendered into a larger canvas at a random position, scale
-and rotation together with their 5 true landmarks, so detection-free alignment is exercised
-as with real data", with lighting, blur and noise varying. Two ways to the aligned crop:
+Frames are rendered into a larger canvas at a random position, scale and rotation together
+with their 5 true landmarks, so that alignment is exercised as with real data, with
+lighting, blur and noise varying (docs/design.md, section 6). Two ways to the aligned crop:
 
     "canvas": draw on the canvas, then align with the true landmarks (faces.align_face),
               exactly as a real frame with known landmarks is processed;

@@ -1,10 +1,12 @@
 """SynthAffect videos: 7 reaction intensities -> per-frame AU / VA trajectories -> frames.
 
-DESIGN.md section 4: "each video has 7 reaction intensities in [0, 1]; the reaction shows on
-the face only in some frames (a window whose strength follows the intensities), the rest are
-near-neutral: the video-level label is not in every frame."
+Each video has 7 reaction intensities in [0, 1]; the reaction shows on the face only in some
+frames (a window whose strength follows the intensities), the rest are near-neutral: the
+video-level label is not in every frame (docs/design.md, section 6).
 
-How a video is made (all random draws from the video's own seed):
+How a video of the "window" mode (``plan_video``) is made, all random draws from the video's
+own seed (the Hume-like mode, synth_hume, reuses steps 1 and 3-6, one function each, and
+places its windows and draws its labels its own way):
 1. Reaction intensities y (7,): ``y = sigmoid(1.6 z - 1.2)``, z ~ N(0, C), where C correlates
    reactions that go together (Adoration-Amusement, Anxiety-Fear, Fear-Surprise,
    Anxiety-Empathic-Pain, Amusement-Surprise): mostly low intensities, a few high ones.
@@ -128,8 +130,10 @@ _REACTION_CHOLESKY = np.linalg.cholesky(_reaction_covariance())
 class VideoPlan:
     """Everything about one video but its pixels: labels and per-frame trajectories."""
 
-    reactions: np.ndarray  # (7,) float32 intensities in [0, 1]
-    window: tuple[int, int]  # [start, stop) frames where the reaction shows
+    reactions: np.ndarray  # (7,) float32 labels in [0, 1]
+    felt: np.ndarray  # (7,) float32 the reaction intensities behind the display, in [0, 1]
+                      # (the labels themselves in the "window" mode; never for training)
+    windows: tuple[tuple[int, int], ...]  # [start, stop) frames where the reaction shows, in order
     aus: np.ndarray  # (L,17) float32 true AU intensities
     va: np.ndarray  # (L,2) float32 true valence-arousal
     blink: np.ndarray  # (L,) float32 eye closure
@@ -138,6 +142,20 @@ class VideoPlan:
     @property
     def length(self) -> int:
         return len(self.aus)
+
+    @property
+    def window(self) -> tuple[int, int]:
+        """[start, stop) from the first window's start to the last one's stop (the window itself
+        when there is one)."""
+        return self.windows[0][0], self.windows[-1][1]
+
+    @property
+    def in_window(self) -> np.ndarray:
+        """(L,) bool: the frames inside a reaction window."""
+        inside = np.zeros(self.length, bool)
+        for start, stop in self.windows:
+            inside[start:stop] = True
+        return inside
 
 
 def smooth_noise(rng: np.random.Generator, length: int, width: int, channels: int = 1) -> np.ndarray:
@@ -159,38 +177,56 @@ def envelope(length: int, onset: int, duration: int, ramp: float) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(np.pi * np.minimum(rise, fall))) * ((t > 0) & (t < duration))
 
 
-def plan_video(rng: np.random.Generator, length: int, fps: float) -> VideoPlan:
-    """Draw one video's reactions and per-frame affect (steps 1-6 of the module docstring)."""
+def felt_reactions(rng: np.random.Generator) -> np.ndarray:
+    """Step 1: reaction intensities (7,) in (0, 1), ``sigmoid(1.6 z - 1.2)`` with z ~ N(0, C)."""
     z = _REACTION_CHOLESKY @ rng.standard_normal(NUM_REACTIONS)
-    reactions = 1.0 / (1.0 + np.exp(-(1.6 * z - 1.2)))  # (7,)
+    return 1.0 / (1.0 + np.exp(-(1.6 * z - 1.2)))
 
-    span = int(round(rng.uniform(0.25, 0.6) * length))
-    start = int(rng.integers(0, length - span + 1))
-    window = (start, start + span)
+
+def display_amplitudes(rng: np.random.Generator, felt: np.ndarray) -> np.ndarray:
+    """Step 3: how strongly each reaction shows (7,): ``min(1, DISPLAY_GAIN g m_k y_k)``."""
     expressivity = rng.uniform(0.3, 1.0)
     shown_share = rng.uniform(0.5, 1.0, NUM_REACTIONS) * (rng.random(NUM_REACTIONS) > 0.1)
-    amplitude = np.minimum(1.0, DISPLAY_GAIN * expressivity * shown_share * reactions)  # (7,)
+    return np.minimum(1.0, DISPLAY_GAIN * expressivity * shown_share * felt)
 
-    envelopes = np.zeros((NUM_REACTIONS, length))  # (7,L)
-    for k, name in enumerate(REACTIONS):
-        display = REACTION_DISPLAY[name]
-        onset = start + int(rng.uniform(*display.onset) * span)
-        duration = max(3, int(rng.uniform(*display.duration) * span))
-        duration = min(duration, window[1] - onset)
-        envelopes[k] = amplitude[k] * envelope(length, onset, duration, display.ramp)
 
-    # distractor twitches outside the window: a weak random pattern for a few frames
+def episode(rng: np.random.Generator, reaction: str, window: tuple[int, int], length: int) -> np.ndarray:
+    """Step 3: the (length,) envelope of one reaction's episode inside ``window``, with the
+    onset, duration and ramp of its row of the table."""
+    display = REACTION_DISPLAY[reaction]
+    start, stop = window
+    span = stop - start
+    onset = start + int(rng.uniform(*display.onset) * span)
+    duration = max(3, int(rng.uniform(*display.duration) * span))
+    duration = min(duration, stop - onset)
+    return envelope(length, onset, duration, display.ramp)
+
+
+def twitches(rng: np.random.Generator, outside: np.ndarray, count: int, shortest: int, longest: int,
+             ) -> np.ndarray:
+    """Step 5: AU intensities (L,17) of ``count`` distractor twitches, each of ``shortest`` to
+    ``longest`` frames lying wholly in the frames where ``outside`` (L,) is True (a twitch
+    that fits nowhere is dropped)."""
+    length = len(outside)
     twitch = np.zeros((length, NUM_AUS))
-    for _ in range(rng.integers(0, 4)):
-        duration = int(rng.integers(3, 9))
-        onsets = np.concatenate([np.arange(0, start - duration + 1),
-                                 np.arange(window[1], length - duration + 1)])
+    outside_before = np.concatenate([[0], np.cumsum(outside)])  # (L+1,)
+    for _ in range(count):
+        duration = int(rng.integers(shortest, longest + 1))
+        fits = outside_before[duration:] - outside_before[:-duration] == duration  # (L-duration+1,)
+        onsets = np.flatnonzero(fits)
         if len(onsets) == 0:
             continue
         shape = envelope(length, int(rng.choice(onsets)), duration, 0.3)  # (L,)
         pattern = REACTION_AUS[rng.integers(NUM_REACTIONS)] * rng.uniform(0.2, 0.6)  # (17,)
         twitch = 1 - (1 - twitch) * (1 - shape[:, None] * pattern)
+    return twitch
 
+
+def affect_tracks(rng: np.random.Generator, envelopes: np.ndarray, twitch: np.ndarray, fps: float,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Step 4: per-frame AU intensities (L,17) and VA (L,2) from the reactions' envelopes
+    (7,L) (amplitudes included) and the twitches (L,17), on the person's resting face."""
+    length = envelopes.shape[1]
     shown = envelopes.T[:, :, None] * REACTION_AUS[None]  # (L,7,17)
     resting = faint_aus(rng, NUM_AUS)  # (17,) the person's resting face, with 0-2 marked AUs
     resting[rng.integers(0, NUM_AUS, rng.integers(0, 3))] = rng.uniform(0.1, 0.35)
@@ -200,6 +236,28 @@ def plan_video(rng: np.random.Generator, length: int, fps: float) -> VideoPlan:
 
     va = envelopes.T @ REACTION_VA + 0.04 * smooth_noise(rng, length, max(3, int(fps / 2)), 2)
     va = np.clip(va + rng.normal(0, 0.05, 2), -1, 1)
+    return aus, va
+
+
+def head_motion(rng: np.random.Generator, length: int, fps: float) -> np.ndarray:
+    """Step 6: (L,5) yaw, pitch, roll (radians), dx, dy (inter-ocular distances), slowly varying."""
+    return smooth_noise(rng, length, max(3, int(fps)), 5) * np.array([0.08, 0.05, 0.05, 0.05, 0.05])
+
+
+def plan_video(rng: np.random.Generator, length: int, fps: float) -> VideoPlan:
+    """Draw one video's reactions and per-frame affect (steps 1-6 of the module docstring)."""
+    reactions = felt_reactions(rng)  # (7,)
+    span = int(round(rng.uniform(0.25, 0.6) * length))
+    start = int(rng.integers(0, length - span + 1))
+    window = (start, start + span)
+    amplitude = display_amplitudes(rng, reactions)  # (7,)
+    envelopes = np.stack([amplitude[k] * episode(rng, name, window, length)
+                          for k, name in enumerate(REACTIONS)])  # (7,L)
+
+    outside = np.ones(length, bool)
+    outside[start:start + span] = False
+    twitch = twitches(rng, outside, int(rng.integers(0, 4)), 3, 8)  # (L,17)
+    aus, va = affect_tracks(rng, envelopes, twitch, fps)
 
     blink = np.zeros(length)
     t = rng.uniform(0, 3) * fps
@@ -209,8 +267,9 @@ def plan_video(rng: np.random.Generator, length: int, fps: float) -> VideoPlan:
                 blink[int(t) + offset] = closure
         t += rng.uniform(2.5, 5.0) * fps
 
-    motion = smooth_noise(rng, length, max(3, int(fps)), 5) * np.array([0.08, 0.05, 0.05, 0.05, 0.05])
+    reactions = reactions.astype(np.float32)
     return VideoPlan(
-        reactions=reactions.astype(np.float32), window=window, aus=aus.astype(np.float32),
-        va=va.astype(np.float32), blink=blink.astype(np.float32), motion=motion.astype(np.float32),
+        reactions=reactions, felt=reactions, windows=(window,), aus=aus.astype(np.float32),
+        va=va.astype(np.float32), blink=blink.astype(np.float32),
+        motion=head_motion(rng, length, fps).astype(np.float32),
     )
