@@ -21,7 +21,6 @@ per variant and seed (a killed run resumes: finished ones are kept), ``ablation.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -34,13 +33,16 @@ from typing import Literal
 import numpy as np
 import torch
 
+from mmarnn_min import cli
 from mmarnn_min.checkpoints import load_mrnn
+from mmarnn_min.checks import ConfigError, at_least, one_of
 from mmarnn_min.cli_config import add_config_flags, apply_flags
 from mmarnn_min.config import ablation_data, preset
 from mmarnn_min.data.sequences import SequenceDataset, oracle_sequences
 from mmarnn_min.data.synth_config import SynthConfig
 from mmarnn_min.files import write_json
-from mmarnn_min.runtime import resolve_device
+from mmarnn_min.rundir import OutputDirectory
+from mmarnn_min.runtime import resolve_device, set_threads
 from mmarnn_min.stages.features import load_run_features
 from mmarnn_min.stages.mrnn import MRNNTrainConfig, evaluate, train_mrnn
 from mmarnn_min.tables import format_table
@@ -78,13 +80,16 @@ class AblationConfig:
     data: SynthConfig = field(default_factory=ablation_data)
     mrnn: MRNNTrainConfig = field(default_factory=lambda: preset("default").mrnn)
 
+    def __post_init__(self) -> None:
+        one_of(self, "source", ("oracle", "features"))
+        at_least(self, "seeds", 1)
+        unknown = [name for name in self.variant_names if name not in VARIANTS]
+        if unknown:
+            raise ConfigError("variants", f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)}")
+
     @property
     def variant_names(self) -> list[str]:
-        names = [name.strip() for name in self.variants.split(",") if name.strip()] or list(VARIANTS)
-        unknown = [name for name in names if name not in VARIANTS]
-        if unknown:
-            raise ValueError(f"unknown variant(s) {unknown}: choose from {list(VARIANTS)}")
-        return names
+        return [name.strip() for name in self.variants.split(",") if name.strip()] or list(VARIANTS)
 
 
 def variant_config(base: MRNNTrainConfig, changes: dict) -> MRNNTrainConfig:
@@ -123,8 +128,7 @@ def run_name(config: AblationConfig, variant: MRNNTrainConfig, name: str) -> str
     return f"{list(VARIANTS).index(name):02d}-{digest}"
 
 
-def run_ablation(config: AblationConfig, out: Path, device: torch.device) -> dict:
-    splits = load_splits(config)
+def run_ablation(config: AblationConfig, splits: dict[str, SequenceDataset], out: Path, device: torch.device) -> dict:
     names = config.variant_names
     table = {}
     started = time.perf_counter()
@@ -171,21 +175,33 @@ def format_ablation(table: dict, config: AblationConfig) -> str:
     return "\n".join(lines)
 
 
+class AblationDirectory(OutputDirectory):
+    kind = "ablation"
+
+    def owns(self, name: str) -> bool:  # its summaries and one directory per variant ("03-1a2b3c4d5e")
+        return name in ("config.json", "ablation.json", "ablation.md") or name[:3].rstrip("-").isdigit() \
+            or super().owns(name)
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m mmarnn_min.ablate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("runs/ablation"), help="output directory (default: runs/ablation)")
+    parser = cli.Parser("python -m mmarnn_min.ablate", __doc__)
+    parser.add_argument("--out", type=cli.directory, default=Path("runs/ablation"), help="output directory (default: runs/ablation)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda[:N] (default: auto)")
     parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: one per core)")
     add_config_flags(parser, AblationConfig)
     args = vars(parser.parse_args(argv))
-    if args["threads"]:
-        torch.set_num_threads(args["threads"])
     config = apply_flags(AblationConfig(), args)
-    config.variant_names  # unknown names fail here, before any training
-    out = args["out"]
-    write_json(dataclasses.asdict(config), out / "config.json")
-    table = run_ablation(config, out, resolve_device(args["device"]))
+    device = resolve_device(args["device"])
+    set_threads(args["threads"])
+    out = AblationDirectory(args["out"])
+    splits = load_splits(config)  # a run without cached features fails here, before anything is written
+    with out.lock():
+        write_json(dataclasses.asdict(config), out.path / "config.json")
+        return report_ablation(config, run_ablation(config, splits, out.path, device), out.path)
+
+
+def report_ablation(config: AblationConfig, table: dict, out: Path) -> dict:
+    """Write ablation.json and ablation.md and print the table; returns the table."""
     text = format_ablation(table, config)
     write_json({"config": dataclasses.asdict(config), "variants": table,
                 "orderings": dict(check_orderings(table))}, out / "ablation.json")
@@ -195,4 +211,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(cli.run(main, sys.argv[1:], "python -m mmarnn_min.ablate"))

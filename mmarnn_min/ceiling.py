@@ -20,7 +20,6 @@ What it measured: docs/experiments.md.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from pathlib import Path
@@ -28,17 +27,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmarnn_min.config import load_config
+from mmarnn_min import cli
+from mmarnn_min.checks import finite_loss
+from mmarnn_min.config import PipelineConfig, check_pipeline, load_config
 from mmarnn_min.data.sequences import SequenceDataset, oracle_sequences
 from mmarnn_min.data.synth import SPLITS, VideoSet, make_videos
+from mmarnn_min.errors import UserError
 from mmarnn_min.files import write_json
 from mmarnn_min.metrics import pearson
 from mmarnn_min.mma import MMA, MMAConfig, images_to_tensor
 from mmarnn_min.optim import warmup_cosine_lr
 from mmarnn_min.progress import ProgressLine
-from mmarnn_min.runtime import resolve_device
+from mmarnn_min.rundir import LOCK_NAME, OutputDirectory, RunDirectoryError
+from mmarnn_min.runtime import resolve_device, set_threads
 from mmarnn_min.stages.features import extract_features
 from mmarnn_min.stages.mrnn import train_and_test
+from mmarnn_min.tables import number
 
 
 def train_on_oracle(model_config: MMAConfig, videos: VideoSet, frames: int, epochs: int, batch_size: int,
@@ -70,28 +74,48 @@ def train_on_oracle(model_config: MMAConfig, videos: VideoSet, frames: int, epoc
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            progress.update(epoch * steps_per_epoch + step + 1, f"epoch {epoch + 1}, loss {loss.item():.4f}")
+            value = finite_loss(loss.item(), f"ceiling, epoch {epoch + 1}, step {step + 1}",
+                                "check the learning rate (--config's mma.lr)")
+            progress.update(epoch * steps_per_epoch + step + 1, f"epoch {epoch + 1}, loss {value:.4f}")
     return model
 
 
+class CeilingDirectory(OutputDirectory):
+    kind = "ceiling run"
+    own_entries = (LOCK_NAME, "ceiling.json", "mrnn", "oracle")
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m mmarnn_min.ceiling", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.Parser("python -m mmarnn_min.ceiling", __doc__)
     parser.add_argument("--config", default="default", help="tiny | default | paper | a run's config.json")
     parser.add_argument("--frames", type=int, default=20000, help="training-video frames MMA learns from")
     parser.add_argument("--epochs", type=int, default=4, help="passes over those frames")
-    parser.add_argument("--out", type=Path, default=Path("runs/ceiling"))
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (see python -m mmarnn_min.train)")
+    parser.add_argument("--out", type=cli.directory, default=Path("runs/ceiling"), help="output directory (default: runs/ceiling)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda[:N] (default: auto)")
+    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: one per core)")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    for flag in ("frames", "epochs"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     config = load_config(args.config)
+    check_pipeline(config)
     if config.hume:
-        parser.error("the ceiling needs SynthAffect's true per-frame affect: drop hume from the config")
+        raise UserError("the ceiling needs SynthAffect's true per-frame affect: drop hume from the config")
     device = resolve_device(args.device)
+    set_threads(args.threads)
+    out = CeilingDirectory(args.out)
+    with out.lock():
+        if (args.out / "ceiling.json").exists() and not args.overwrite:
+            raise RunDirectoryError(f"{args.out} already holds a ceiling run: --overwrite replaces it, or choose "
+                                    f"another --out")
+        return measure_ceiling(config, args.frames, args.epochs, args.out, device)
+
+
+def measure_ceiling(config: PipelineConfig, frames: int, epochs: int, out: Path, device: torch.device) -> dict:
+    """Train the MMA on the oracle's values, then both MRNNs; write and return the numbers."""
     videos = {split: make_videos(config.data, split) for split in SPLITS}
-    model = train_on_oracle(config.mma.model, videos["train"], args.frames, args.epochs, config.mma.batch_size,
+    model = train_on_oracle(config.mma.model, videos["train"], frames, epochs, config.mma.batch_size,
                             config.mma.lr, config.mma.weight_decay, config.seed, device)
 
     features, oracle = {}, {}
@@ -100,21 +124,22 @@ def main(argv: list[str] | None = None) -> dict:
         features[split] = SequenceDataset(per_video, split_videos.reactions)
         oracle[split] = oracle_sequences(config.data, split)
     frame_r = pearson(np.concatenate(features["test"].features), videos["test"].oracle)    # (26,)
-    pipeline = train_and_test(config.mrnn, features, args.out / "mrnn", device, config.seed, resume=False)
-    ceiling = train_and_test(config.mrnn, oracle, args.out / "oracle", device, config.seed, resume=False)
+    pipeline = train_and_test(config.mrnn, features, out / "mrnn", device, config.seed, resume=False)
+    ceiling = train_and_test(config.mrnn, oracle, out / "oracle", device, config.seed, resume=False)
 
-    results = {"config": dataclasses.asdict(config), "frames": min(args.frames, len(videos["train"].frames)),
-               "epochs": args.epochs, "frame_r": float(frame_r.mean()), "frame_r_per_value": frame_r.tolist(),
+    results = {"config": dataclasses.asdict(config), "frames": min(frames, len(videos["train"].frames)),
+               "epochs": epochs, "frame_r": float(np.nanmean(frame_r)), "frame_r_per_value": frame_r.tolist(),
                "pearson_mean": pipeline["test"]["pearson_mean"],
                "oracle_pearson_mean": ceiling["test"]["pearson_mean"]}
     results["fraction_of_oracle"] = results["pearson_mean"] / results["oracle_pearson_mean"]
-    write_json(results, args.out / "ceiling.json")
+    write_json(results, out / "ceiling.json")
     print(f"MMA regressed on the oracle's values of {results['frames']} training-video frames, "
-          f"{args.epochs} epochs: frame r {results['frame_r']:.3f}; test Pearson {results['pearson_mean']:.3f}, "
-          f"oracle {results['oracle_pearson_mean']:.3f}: {results['fraction_of_oracle']:.0%} of the oracle")
-    print(f"wrote {args.out / 'ceiling.json'}")
+          f"{epochs} epochs: frame r {results['frame_r']:.3f}; test Pearson {number(results['pearson_mean'], '.3f')}, "
+          f"oracle {number(results['oracle_pearson_mean'], '.3f')}: {number(results['fraction_of_oracle'], '.0%')} "
+          f"of the oracle")
+    print(f"wrote {out / 'ceiling.json'}")
     return results
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(cli.run(main, sys.argv[1:], "python -m mmarnn_min.ceiling"))

@@ -105,6 +105,10 @@ def load_trained(run_dir: str | Path, device: str | torch.device = "cpu", e2e: b
                                   f"`python -m mmarnn_min.train --out {run_dir}`")
     mma = read_checkpoint(mma_path, device, needs=("model", "config", "image_size"))
     mrnn = read_checkpoint(mrnn_path, device, needs=("model", "config"))
+    if None not in (mma.get("run_id"), mrnn.get("run_id")) and mma["run_id"] != mrnn["run_id"]:
+        raise CheckpointError(f"{mma_path} and {mrnn_path} come from different training runs (run ids "
+                              f"{mma['run_id'][:8]} and {mrnn['run_id'][:8]}): the MRNN was trained on another MMA's "
+                              f"features. Use the two networks of one run")
     return TrainedPipeline(restore_mma(mma["model"], mma["config"], device),
                            restore_mrnn(mrnn["model"], mrnn["config"], mrnn.get("variant"), device),
                            int(mma["image_size"]), (mma_path, mrnn_path))

@@ -40,3 +40,15 @@ def one_of(config: Any, field: str, choices: tuple) -> None:
     value = getattr(config, field)
     if value not in choices:
         raise ConfigError(field, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+class DivergedError(UserError):
+    """Training met a loss that is not a number: it stops there (the last epoch's checkpoint
+    stays, so ``--resume`` can continue after the cause is fixed)."""
+
+
+def finite_loss(loss: float, where: str, hint: str) -> float:
+    """``loss``, or a DivergedError naming ``where`` (stage, epoch, step) and what to check."""
+    if not math.isfinite(loss):
+        raise DivergedError(f"{where}: the training loss is {loss}: {hint}")
+    return loss

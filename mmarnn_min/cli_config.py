@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
-import re
 import math
+import re
 import typing
 from typing import Any
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from mmarnn_min.checks import at_least, one_of
-from mmarnn_min.cli_config import config_from_dict
+from mmarnn_min.checks import ConfigError, at_least, one_of
+from mmarnn_min.cli_config import config_from_dict, describe_field
 from mmarnn_min.data.synth_config import SynthConfig
 from mmarnn_min.errors import UserError
 from mmarnn_min.mma import MMAConfig
@@ -114,6 +114,21 @@ def ablation_data(name: str = "default") -> SynthConfig:
     return replace(preset(name).data, eval_videos=300)
 
 
+def check_pipeline(config: PipelineConfig) -> None:
+    """What no single section of the config can check alone, before anything runs: every path
+    given exists, and SynthAffect's longest video fits the MRNN (a fixed-length variant crops)."""
+    for name, kind in (("hume", "dir"), ("affectnet", "dir"), ("affwild2", "dir"), ("emotionet", "file"),
+                       ("emotionet_images", "dir"), ("retinaface_weights", "file")):
+        value = getattr(config, name)
+        if value and not (Path(value).is_dir() if kind == "dir" else Path(value).is_file()):
+            raise ConfigError(describe_field((name,)), f"no such {'directory' if kind == 'dir' else 'file'}: {value}")
+    longest, reads = config.data.max_frames, config.mrnn.model.max_frames
+    if not config.hume and config.mrnn.variant.sequence != "fixed" and longest > reads:
+        raise ConfigError(describe_field(("mrnn", "model", "max_frames")),
+                          f"SynthAffect's videos have up to data.max_frames = {longest} frames but the MRNN reads "
+                          f"at most {reads}: raise it to {longest} or more, or lower --data-max-frames")
+
+
 def load_config(name: str) -> PipelineConfig:
     """A preset by name, or a JSON file such as a run's ``config.json``."""
     if name in PRESETS:
@@ -121,4 +136,10 @@ def load_config(name: str) -> PipelineConfig:
     path = Path(name)
     if not path.is_file():
         raise UserError(f"--config {name}: neither a preset ({', '.join(PRESETS)}) nor a file")
-    return config_from_dict(PipelineConfig, json.loads(path.read_text()))
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"--config {path}: cannot be read ({error})") from None
+    except json.JSONDecodeError as error:
+        raise UserError(f"--config {path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    return config_from_dict(PipelineConfig, data)

@@ -31,7 +31,16 @@ from typing import Protocol, Sequence
 import cv2
 import numpy as np
 
+from mmarnn_min.errors import UserError
 from mmarnn_min.faces import ALIGN_TEMPLATE_112, align_face, similarity_transform
+
+
+class MissingPackageError(UserError, ImportError):
+    """A detector whose package is not installed here; the message says how to install it."""
+
+
+class MissingWeightsError(UserError, FileNotFoundError):
+    """A detector's weights file that is not where it was looked for."""
 
 @dataclass(frozen=True)
 class FaceDetection:
@@ -132,11 +141,11 @@ class HaarDetector:
         cascade: str = "haarcascade_frontalface_default.xml",
     ) -> None:
         if not hasattr(cv2, "CascadeClassifier"):
-            raise ImportError("this OpenCV has no CascadeClassifier: install opencv-python>=4.8,<5")
+            raise MissingPackageError("this OpenCV has no CascadeClassifier: install opencv-python>=4.8,<5")
         path = Path(cv2.data.haarcascades) / cascade
         self.classifier = cv2.CascadeClassifier(str(path))
         if self.classifier.empty():
-            raise FileNotFoundError(f"cannot load the Haar cascade {path}")
+            raise MissingPackageError(f"cannot load the Haar cascade {path}: reinstall opencv-python>=4.8,<5")
         self.min_size = min_size
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
@@ -179,7 +188,7 @@ def load_retinaface_state_dict(path: str | Path) -> dict:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingWeightsError(
             f"RetinaFace weights not found: {path}. Put the file "
             f"{RETINAFACE_WEIGHTS} (from the retinaface-pytorch release) there, or pass "
             "weights=PATH, or use HaarDetector / landmarks given by the data"
@@ -215,7 +224,7 @@ class RetinaFaceDetector:
             import torch
             from retinaface.network import RetinaFace
         except ImportError as error:
-            raise ImportError(f"{RETINAFACE_INSTALL} ({error})") from error
+            raise MissingPackageError(f"{RETINAFACE_INSTALL} ({error})") from error
         with warnings.catch_warnings():  # torchvision's notice about the `pretrained` argument
             warnings.simplefilter("ignore", UserWarning)
             model = RetinaFace(

@@ -19,6 +19,7 @@ import torch
 
 from mmarnn_min.affect import REACTIONS
 from mmarnn_min.checkpoints import TrainedPipeline
+from mmarnn_min.errors import UserError
 from mmarnn_min.mma import predict_features
 from mmarnn_min.video import probe_video
 from mmarnn_min.video_faces import make_detector, video_crops
@@ -42,23 +43,26 @@ def predict_video(
     pipeline's networks move there): ``{"video", "detector" (the one used), "frames" (read:
     every ``stride``-th), "frames_with_face" (L), "intensities" {reaction: float, in REACTIONS
     order}}``. Raises ValueError when no frame read holds a face or when more than MRNN's
-    ``max_frames`` do."""
+    ``max_frames`` do, and when the networks give a value that is not a number."""
     faces = make_detector(detector, path, retinaface_weights, device)
     crops, indices = video_crops(path, faces, pipeline.image_size, stride)  # (L,S,S,3), (L,)
     frames = len(range(0, probe_video(path).num_frames, stride))
     if len(crops) == 0:
-        raise ValueError(f"no face found in any of the {frames} frames of {path}: "
-                         f"try --detector retinaface / check the video")
+        raise UserError(f"no face found in any of the {frames} frames of {path}: "
+                        f"try another --detector, or check the video")
     max_frames = pipeline.mrnn.frame_limit
     if max_frames is not None and len(crops) > max_frames:
         fit = smallest_fitting_stride(indices, stride, max_frames)
         hint = (f"the smallest --stride that fits is {fit}" if stride == 1 else
                 f"--stride {fit} fits (the smallest multiple of {stride} that does)")
-        raise ValueError(f"{path}: {len(crops)} of its {frames} frames read hold a face but the "
-                         f"MRNN reads at most max_frames = {max_frames}: {hint}")
+        raise UserError(f"{path}: {len(crops)} of its {frames} frames read hold a face but the "
+                        f"MRNN reads at most max_frames = {max_frames}: {hint}")
     mma, mrnn = pipeline.mma.to(device), pipeline.mrnn.to(device)
     z = torch.from_numpy(predict_features(mma, crops, device=device)).to(device)  # (L,26)
     with torch.inference_mode():
         intensities = mrnn(z[None], torch.tensor([len(z)]))[0]             # (1,L,26) -> (7,)
+    if not torch.isfinite(intensities).all():
+        raise UserError(f"the networks of {', '.join(map(str, pipeline.source))} give values that are not numbers "
+                        f"for {path}: the checkpoint is damaged or its training diverged")
     return {"video": str(path), "detector": faces.name, "frames": frames, "frames_with_face": len(crops),
             "intensities": dict(zip(REACTIONS, intensities.tolist()))}

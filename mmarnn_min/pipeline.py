@@ -29,13 +29,29 @@ import torch
 
 from mmarnn_min.checkpoints import load_trained
 from mmarnn_min.config import PipelineConfig
-from mmarnn_min.data.sequences import SequenceDataset, oracle_sequences
+from mmarnn_min.data.sequences import oracle_sequences
 from mmarnn_min.data.synth import ImageSet, SynthConfig, make_videos, prefetch_videos
 from mmarnn_min.data.training_images import real_image_splits
 from mmarnn_min.errors import UserError
 from mmarnn_min.files import write_json
-from mmarnn_min.stages.e2e import FrameVideos, evaluate_videos, predict_videos, train_e2e
-from mmarnn_min.stages.features import load_run_features, record_run_features, run_features
+from mmarnn_min.rundir import (
+    RunDirectory,
+    RunDirectoryError,
+    changed_fields,
+    describe_changes,
+    results_present,
+)
+from mmarnn_min.stages.e2e import (
+    FrameVideos,
+    evaluate_videos,
+    predict_videos,
+    train_e2e,
+)
+from mmarnn_min.stages.features import (
+    load_run_features,
+    record_run_features,
+    run_features,
+)
 from mmarnn_min.stages.features_hume import hume_crops_dir, run_hume_features
 from mmarnn_min.stages.mma import train_mma
 from mmarnn_min.stages.mrnn import train_and_test
@@ -53,9 +69,28 @@ def image_data(config: PipelineConfig) -> SynthConfig | dict[str, ImageSet]:
 
 
 def hume_videos(config: PipelineConfig) -> list:
+    """Hume-Reaction's videos under --hume; its train and val splits must have videos."""
     from mmarnn_min.data.hume import read_hume
 
-    return read_hume(config.hume)
+    return read_hume(config.hume, need=("train", "val"))
+
+
+def check_real_data(config: PipelineConfig) -> None:
+    """Read the label files of every real data set given, now: a malformed one stops the
+    command before anything is written (the stages read them again when they need them)."""
+    from mmarnn_min.data.affectnet import read_affectnet
+    from mmarnn_min.data.affwild2 import read_affwild2
+    from mmarnn_min.data.emotionet import read_emotionet
+
+    if config.hume:
+        hume_videos(config)
+    for split in ("train", "val"):
+        if config.affectnet:
+            read_affectnet(config.affectnet, split)
+        if config.affwild2:
+            read_affwild2(config.affwild2, split, config.affwild2_every)
+    if config.emotionet:
+        read_emotionet(config.emotionet, config.emotionet_images or ".")
 
 
 def data_name(config: PipelineConfig) -> str:
@@ -69,11 +104,11 @@ def mma_checkpoint(out: Path) -> Path:
     return checkpoint
 
 
-def run_mma(config: PipelineConfig, out: Path, device: torch.device, resume: bool) -> dict:
-    return train_mma(config.mma, image_data(config), out / "mma", device, config.seed, resume)
+def run_mma(config: PipelineConfig, out: Path, device: torch.device, resume: bool, run_id: str) -> dict:
+    return train_mma(config.mma, image_data(config), out / "mma", device, config.seed, resume, run_id=run_id)
 
 
-def run_features_stage(config: PipelineConfig, out: Path, device: torch.device, resume: bool) -> dict:
+def run_features_stage(config: PipelineConfig, out: Path, device: torch.device, resume: bool, run_id: str) -> dict:
     if config.hume:
         paths = run_hume_features(hume_videos(config), mma_checkpoint(out), out / "features", device, config.detector,
                                   config.retinaface_weights or None, config.stride, config.features_batch_size)
@@ -83,12 +118,14 @@ def run_features_stage(config: PipelineConfig, out: Path, device: torch.device, 
     return {split: str(path) for split, path in paths.items()}
 
 
-def run_mrnn(config: PipelineConfig, out: Path, device: torch.device, resume: bool) -> dict:
-    results = {"mrnn": train_and_test(config.mrnn, load_run_features(out), out / "mrnn", device, config.seed, resume)}
+def run_mrnn(config: PipelineConfig, out: Path, device: torch.device, resume: bool, run_id: str) -> dict:
+    results = {"mrnn": train_and_test(config.mrnn, load_run_features(out), out / "mrnn", device, config.seed, resume,
+                                      run_id=run_id)}
     if config.oracle and not config.hume:
         oracle = {split: oracle_sequences(config.data, split) for split in ("train", "val", "test")}
         print("oracle: the same MRNN on SynthAffect's true per-frame affect (the ceiling)")
-        results["oracle"] = train_and_test(config.mrnn, oracle, out / "oracle", device, config.seed, resume)
+        results["oracle"] = train_and_test(config.mrnn, oracle, out / "oracle", device, config.seed, resume,
+                                           run_id=run_id)
     return results
 
 
@@ -99,12 +136,12 @@ def frame_videos(config: PipelineConfig, out: Path, split: str, image_size: int)
         offsets = videos.offsets
         return FrameVideos(lambda i: videos.frames[offsets[i]:offsets[i + 1]], videos.reactions)
     with np.load(json.loads((out / "features" / "latest.json").read_text())[split]) as cached:
-        ids, reactions = list(cached["ids"]), cached["reactions"]
-    crops = hume_crops_dir(out / "features", config.detector, image_size, config.stride)
-    return FrameVideos(lambda i: np.load(crops / f"{ids[i]}.npy"), reactions)
+        names, reactions = list(cached["crops"]), cached["reactions"]
+    crops = hume_crops_dir(out / "features")
+    return FrameVideos(lambda i: np.load(crops / names[i]), reactions)
 
 
-def run_e2e(config: PipelineConfig, out: Path, device: torch.device, resume: bool) -> dict:
+def run_e2e(config: PipelineConfig, out: Path, device: torch.device, resume: bool, run_id: str) -> dict:
     mrnn_checkpoint = out / "mrnn" / "best.pt"
     if not mrnn_checkpoint.exists():
         raise UserError(f"stage e2e needs a trained MRNN at {mrnn_checkpoint}: run stage mrnn with --out {out}")
@@ -112,7 +149,7 @@ def run_e2e(config: PipelineConfig, out: Path, device: torch.device, resume: boo
     trained = load_trained(out, device, e2e=False)
     splits = {split: frame_videos(config, out, split, trained.image_size) for split in ("train", "val", "test")}
     results = train_e2e(config.e2e, trained.mma, trained.mrnn, trained.image_size, splits["train"], splits["val"],
-                        out / "e2e", device, config.seed, resume)
+                        out / "e2e", device, config.seed, resume, run_id=run_id)
     best = load_trained(out, device)
     split = "test" if np.isfinite(splits["test"].reactions).all() else "val"
     results["test_split"] = split
@@ -124,30 +161,79 @@ def run_e2e(config: PipelineConfig, out: Path, device: torch.device, resume: boo
     return results
 
 
-# stage name -> (runner, one-line description, the directories of OUT it writes)
-STAGES: dict[str, tuple[Callable[..., dict], str, tuple[str, ...]]] = {
-    "mma": (run_mma, "train MMA (residual multi-task CNN, paper 3.1) on face images", ("mma",)),
-    "features": (run_features_stage, "cache the frozen MMA's per-frame features of every video", ()),
-    "mrnn": (run_mrnn, "train MRNN (GRU + masked routing, paper 3.2) on the cached features, and the oracle",
-             ("mrnn", "oracle")),
-    "e2e": (run_e2e, "fine-tune MMA and MRNN together from pixels", ("e2e",)),
+# stage name -> (runner, one-line description)
+STAGES: dict[str, tuple[Callable[..., dict], str]] = {
+    "mma": (run_mma, "train MMA (residual multi-task CNN, paper 3.1) on face images"),
+    "features": (run_features_stage, "cache the frozen MMA's per-frame features of every video"),
+    "mrnn": (run_mrnn, "train MRNN (GRU + masked routing, paper 3.2) on the cached features, and the oracle"),
+    "e2e": (run_e2e, "fine-tune MMA and MRNN together from pixels"),
 }
 DEFAULT_STAGES = ("mma", "features", "mrnn")
+# stage -> the entries of OUT that hold its results
+STAGE_RESULTS: dict[str, tuple[str, ...]] = {"mma": ("mma",), "features": ("features/latest.json",),
+                                             "mrnn": ("mrnn", "oracle"), "e2e": ("e2e",)}
+# stage -> the entries of OUT it reads (the results of the stages before it)
+STAGE_NEEDS: dict[str, tuple[str, ...]] = {"mma": (), "features": ("mma/best.pt",),
+                                           "mrnn": ("features/latest.json",), "e2e": ("mma/best.pt", "mrnn/best.pt")}
+# stage -> the config fields (dotted paths, or their first parts) its results depend on
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {
+    "mma": ("data.", "mma.", "seed", "affwild2", "affwild2_every", "affectnet", "emotionet", "emotionet_images",
+            "synth_images"),
+    "features": ("data.", "hume", "detector", "retinaface_weights", "stride"),
+    "mrnn": ("mrnn.", "seed", "oracle"),
+    "e2e": ("e2e.", "seed"),
+}
 
 
 def clear_from(out: Path, stage: str) -> None:
     """A fresh run of ``stage`` makes the results of it and of every later stage stale: remove
-    them, so no old checkpoint (an old e2e/best.pt, say) outlives the models it was made from.
-    The cached features stay: their file names hash the MMA checkpoint they came from."""
+    them, so no old checkpoint (an old e2e/best.pt, say) outlives the models it was made from,
+    and the report, which the run writes anew from them. The cached feature files stay: their
+    names hash what they were made from."""
     names = list(STAGES)
     for later in names[names.index(stage):]:
-        for directory in STAGES[later][2]:
-            shutil.rmtree(out / directory, ignore_errors=True)
-    if names.index(stage) <= names.index("features"):
-        (out / "features" / "latest.json").unlink(missing_ok=True)   # which cached file is current
+        for entry in STAGE_RESULTS[later]:
+            path = out / entry
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     shutil.rmtree(out / "plots", ignore_errors=True)
     for report in ("report.json", "report.md"):
         (out / report).unlink(missing_ok=True)
+
+
+def check_run(run: RunDirectory, config: PipelineConfig, stages: list[str], resume: bool, overwrite: bool) -> None:
+    """Refuse, before anything is written, a command that would lose or mix results (see
+    ``mmarnn_min.rundir``): a resume with another config; a later stage built on earlier
+    results made with other values of the fields they depend on; results replaced without
+    ``--overwrite``; a first stage whose inputs are not there."""
+    names = list(STAGES)
+    first = min(stages, key=names.index)
+    saved = run.saved_config()
+    changes = changed_fields(saved, dataclasses.asdict(config)) if saved is not None else {}
+    if resume and changes:
+        raise RunDirectoryError(f"--resume continues the run in {run.path} with its own config, but this command "
+                                f"changes it: {describe_changes(changes)}. Resume without those flags, or start a "
+                                f"new run (another --out, or --overwrite)")
+    if not resume:
+        for stage in names[:names.index(first)]:
+            if not any((run.path / entry).exists() for entry in STAGE_RESULTS[stage]):
+                continue
+            hit = {path: change for path, change in changes.items()
+                   if any(path == field or path.startswith(field) for field in STAGE_INPUTS[stage])}
+            if hit:
+                raise RunDirectoryError(
+                    f"stage {stage}'s results in {run.path} were made with other values of fields it depends on "
+                    f"({describe_changes(hit)}): run stage {stage} again (`python -m mmarnn_min.train "
+                    f"{' '.join(names[names.index(stage):names.index(first)] + stages)} --overwrite ...`), "
+                    f"or leave those fields as the run has them")
+        replaced = results_present(run, STAGE_RESULTS, names[names.index(first):])
+        if replaced and not overwrite:
+            raise RunDirectoryError(f"{run.path} already holds results this command would replace "
+                                    f"({', '.join(replaced)}): --resume continues the run, --overwrite replaces "
+                                    f"them (from stage {first} on), or choose another --out")
+    missing = [entry for entry in STAGE_NEEDS[first] if not (run.path / entry).exists()]
+    if missing:
+        raise RunDirectoryError(f"stage {first} needs {', '.join(str(run.path / m) for m in missing)}: run the "
+                                f"stages before it with --out {run.path} first")
 
 
 def video_prefetch(config: PipelineConfig, stages: list[str]) -> BaseProcess | None:
@@ -160,12 +246,26 @@ def video_prefetch(config: PipelineConfig, stages: list[str]) -> BaseProcess | N
     return prefetch_videos(config.data)
 
 
-def run_stages(config: PipelineConfig, stages: list[str], out: Path, device: torch.device, resume: bool) -> dict:
-    """Run ``stages`` (names of STAGES, in order) into ``out`` and write the report; returns
-    each stage's results and the report."""
-    if not resume:
-        clear_from(out, min(stages, key=list(STAGES).index))
-    write_json(dataclasses.asdict(config), out / "config.json")
+def run_stages(config: PipelineConfig, stages: list[str], out: Path, device: torch.device, resume: bool,
+               overwrite: bool = False) -> dict:
+    """Run ``stages`` (names of STAGES, in order) into the run directory ``out`` and write the
+    report; returns each stage's results and the report. The directory is locked for the
+    whole run and checked first (``check_run``): nothing is written before the checks pass."""
+    run = RunDirectory(out)
+    with run.lock():
+        check_run(run, config, stages, resume, overwrite)
+        first = min(stages, key=list(STAGES).index)
+        if not resume:
+            clear_from(out, first)
+        run_id = run.run_id()
+        if run_id is None or (first == "mma" and not resume):
+            run_id = run.start_run()
+        run.write_config(dataclasses.asdict(config))
+        return _run_locked(config, stages, out, device, resume, run_id)
+
+
+def _run_locked(config: PipelineConfig, stages: list[str], out: Path, device: torch.device, resume: bool,
+                run_id: str) -> dict:
     timings_path = out / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}  # seconds per stage
 
@@ -178,7 +278,7 @@ def run_stages(config: PipelineConfig, stages: list[str], out: Path, device: tor
             if prefetch.is_alive():
                 print("features: waiting for the videos being rendered in the background")
             prefetch.join()
-        results[stage] = STAGES[stage][0](config, out, device, resume)
+        results[stage] = STAGES[stage][0](config, out, device, resume, run_id)
         spent_before = timings.get(stage, 0.0) if resume else 0.0   # a killed attempt's share
         timings[stage] = round(spent_before + time.perf_counter() - start, 1)
         write_json(timings, timings_path)

@@ -9,10 +9,12 @@ and ``mrnn/best.pt``.
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 
+from mmarnn_min import cli
 from mmarnn_min.checkpoints import load_trained
+from mmarnn_min.files import json_text
 from mmarnn_min.inference import predict_video
 from mmarnn_min.runtime import resolve_device
 from mmarnn_min.tables import format_table
@@ -28,8 +30,7 @@ def format_prediction(result: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mmarnn_min.predict", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.Parser("python -m mmarnn_min.predict", __doc__)
     parser.add_argument("video", type=Path, metavar="VIDEO", help="the video file")
     parser.add_argument("--checkpoint", type=Path, default=Path("runs/latest"), metavar="DIR",
                         help="the training run's directory (default: runs/latest)")
@@ -45,22 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Check the flags, load the run's networks (refusing a damaged checkpoint or two networks
+    of different runs), predict, print. A mistake raises a UserError."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.stride < 1:
         parser.error(f"--stride must be >= 1, got {args.stride}")
-    try:
-        device = resolve_device(args.device)
-    except RuntimeError as error:  # torch's message for a device string it cannot read
-        parser.error(f"--device: {error}")
-    try:
-        pipeline = load_trained(args.checkpoint, device)
-        result = predict_video(pipeline, args.video, args.detector, args.stride, device, args.retinaface_weights)
-    except (FileNotFoundError, ValueError, ImportError) as error:  # user errors: one line, exit code 2
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-    print(json.dumps(result, indent=2) if args.json else format_prediction(result))
+    device = resolve_device(args.device)
+    pipeline = load_trained(args.checkpoint, device)
+    result = predict_video(pipeline, args.video, args.detector, args.stride, device, args.retinaface_weights)
+    print(json_text(result) if args.json else format_prediction(result))
     return result
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main, sys.argv[1:], "python -m mmarnn_min.predict"))

@@ -1,12 +1,35 @@
-"""Where the computation runs: the device a command was asked for."""
+"""Where the computation runs: the device and the CPU threads a command was asked for."""
 
 from __future__ import annotations
 
 import torch
 
+from mmarnn_min.errors import UserError
+
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"``: CUDA when available, else the CPU; anything else as torch reads it."""
+    """``"auto"``: CUDA when available, else the CPU; anything else as torch reads it, checked
+    to exist here (a UserError naming the flag otherwise)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, ValueError) as error:
+        raise UserError(f"--device {device}: not a device name ({error}); use auto, cpu or cuda[:N]") from None
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: no CUDA device is available here; use --device cpu")
+        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif chosen.type != "cpu":
+        raise UserError(f"--device {device}: only cpu and cuda are supported")
+    return chosen
+
+
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` CPU threads for PyTorch (None: torch's default, one per core)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise UserError(f"--threads must be >= 1, got {threads} (leave it out for one per core)")
+    torch.set_num_threads(threads)

@@ -18,7 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmarnn_min.detectors import Detector, HaarDetector, RetinaFaceDetector, default_retinaface_weights, primary_face
+from mmarnn_min.detectors import (
+    Detector,
+    HaarDetector,
+    RetinaFaceDetector,
+    default_retinaface_weights,
+    primary_face,
+)
+from mmarnn_min.errors import UserError
 from mmarnn_min.faces import align_face
 from mmarnn_min.progress import frame_progress
 from mmarnn_min.video import iter_frames, probe_video
@@ -53,16 +60,22 @@ def landmarks_path(video_path: str | Path) -> Path:
 
 
 def load_landmark_track(video_path: str | Path) -> np.ndarray:
-    """The landmarks file of ``video_path``, checked: (N,5,2) with N its number of frames."""
+    """The landmarks file of ``video_path``, checked: (N,5,2) numbers with N its number of
+    frames (NaN where a frame has no face)."""
     frames = probe_video(video_path).num_frames
     path = landmarks_path(video_path)
     if not path.is_file():
-        raise FileNotFoundError(f"--detector landmarks needs {path} beside the video: one (5,2) "
-                                f"set per frame, NaN where there is no face")
-    track = np.load(path)
-    if track.shape != (frames, 5, 2):
-        raise ValueError(f"{path}: expected ({frames}, 5, 2) landmarks, one set per frame of "
-                         f"{video_path} ({frames} frames), got {track.shape}")
+        raise UserError(f"--detector landmarks needs {path} beside the video: one (5,2) "
+                        f"set per frame, NaN where there is no face")
+    try:
+        track = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path} cannot be read as a .npy array of landmarks ({error})") from None
+    if track.shape != (frames, 5, 2) or not np.issubdtype(track.dtype, np.floating):
+        raise UserError(f"{path}: expected ({frames}, 5, 2) floating-point landmarks, one set per frame "
+                        f"of {video_path} ({frames} frames), got {track.dtype} {track.shape}")
+    if np.isinf(track).any():
+        raise UserError(f"{path}: landmarks must be finite numbers (NaN for a frame without a face)")
     return track
 
 
@@ -90,7 +103,7 @@ def make_detector(
         return FrameDetector(name, detector=HaarDetector())
     if name == "retinaface":
         return FrameDetector(name, detector=RetinaFaceDetector(retinaface_weights, device=str(device)))
-    raise ValueError(f"unknown detector {name!r}: choose one of {', '.join(DETECTORS)}")
+    raise UserError(f"unknown detector {name!r}: choose one of {', '.join(DETECTORS)}")
 
 
 def video_crops(
@@ -102,7 +115,7 @@ def video_crops(
     Returns the crops (L,size,size,3) uint8 of the frames where a face was found, in order,
     and their frame indices in the video (L,) int64; the other frames are dropped."""
     if stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
+        raise UserError(f"--stride must be >= 1, got {stride}")
     total = probe_video(path).num_frames  # also a clear error, early, for a missing or corrupt file
     faces = detector_name if isinstance(detector_name, FrameDetector) else \
         make_detector(detector_name, path, retinaface_weights, device)

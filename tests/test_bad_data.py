@@ -22,7 +22,12 @@ from mmarnn_min.data.affectnet import read_affectnet
 from mmarnn_min.data.affwild2 import read_affwild2
 from mmarnn_min.data.emotionet import read_emotionet
 from mmarnn_min.data.hume import read_hume
-from mmarnn_min.data.real_images import DataFormatError, MissingDataError, load_image_set, make_records
+from mmarnn_min.data.real_images import (
+    DataFormatError,
+    MissingDataError,
+    load_image_set,
+    make_records,
+)
 from mmarnn_min.errors import UserError
 from mmarnn_min.video import VideoError, VideoNotFoundError, read_video, write_video
 

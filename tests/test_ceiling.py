@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from mmarnn_min.ceiling import main, train_on_oracle
+from mmarnn_min.config import preset
 from mmarnn_min.data.synth import make_videos
 from mmarnn_min.mma import MMA, MMAConfig, predict_features
-from mmarnn_min.config import preset
 
 TINY = preset("tiny")
 

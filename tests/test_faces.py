@@ -12,10 +12,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmarnn_min.detectors import (
-    FaceDetection, GivenLandmarks, HaarDetector, RetinaFaceDetector, crop_faces, load_retinaface_state_dict,
+    FaceDetection,
+    GivenLandmarks,
+    HaarDetector,
+    RetinaFaceDetector,
+    crop_faces,
+    load_retinaface_state_dict,
     primary_face,
 )
-from mmarnn_min.faces import ALIGN_TEMPLATE_112, align_face, align_template, alignment_matrix, similarity_transform
+from mmarnn_min.faces import (
+    ALIGN_TEMPLATE_112,
+    align_face,
+    align_template,
+    alignment_matrix,
+    similarity_transform,
+)
 
 
 def _similarity(scale: float, angle: float, tx: float, ty: float) -> np.ndarray:

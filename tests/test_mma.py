@@ -6,7 +6,13 @@ import torch
 from torch import nn
 
 from mmarnn_min.affect import AFFECT_DIM
-from mmarnn_min.mma import MMA, MMAConfig, ResidualUnit, images_to_tensor, predict_features
+from mmarnn_min.mma import (
+    MMA,
+    MMAConfig,
+    ResidualUnit,
+    images_to_tensor,
+    predict_features,
+)
 
 
 def test_heads_have_their_shapes_and_ranges():

@@ -5,7 +5,13 @@ import pytest
 import torch
 
 from mmarnn_min.mrnn import MRNNConfig
-from mmarnn_min.mrnn_variants import AblatedMRNN, MRNNVariant, build_mrnn, fixed_length, variant_of
+from mmarnn_min.mrnn_variants import (
+    AblatedMRNN,
+    MRNNVariant,
+    build_mrnn,
+    fixed_length,
+    variant_of,
+)
 
 SMALL = dict(input_size=5, hidden_size=6, routed_size=4, num_reactions=3, max_frames=9)
 

@@ -18,12 +18,21 @@ import pytest
 
 from mmarnn_min.affect import AUS, EXPRESSIONS, REACTIONS
 from mmarnn_min.data import real_images
-from mmarnn_min.data.affectnet import expression_index, five_points_from_68, five_points_from_box, read_affectnet
+from mmarnn_min.data.affectnet import (
+    expression_index,
+    five_points_from_68,
+    five_points_from_box,
+    read_affectnet,
+)
 from mmarnn_min.data.affwild2 import read_affwild2
 from mmarnn_min.data.emotionet import read_emotionet
 from mmarnn_min.data.hume import hume_split, hume_splits, read_hume
 from mmarnn_min.data.real_images import (
-    DataFormatError, ImageRecords, concat_records, load_image_set, make_records,
+    DataFormatError,
+    ImageRecords,
+    concat_records,
+    load_image_set,
+    make_records,
 )
 from mmarnn_min.data.synth import SynthConfig, export_videos, video_id
 from mmarnn_min.faces import align_face, align_template

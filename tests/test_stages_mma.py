@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from mmarnn_min.bench import mma as bench_mma
+from mmarnn_min.checkpoints import load_mma, restore_mma
 from mmarnn_min.data.sequences import SequenceDataset
 from mmarnn_min.data.synth import SynthConfig, make_images, make_videos
 from mmarnn_min.metrics import au_f1
 from mmarnn_min.mma import MMA, MMAConfig
-from mmarnn_min.stages.features import extract_features, load_features, run_features
-from mmarnn_min.checkpoints import load_mma, restore_mma
 from mmarnn_min.optim import warmup_cosine_lr
+from mmarnn_min.stages.features import extract_features, load_features, run_features
 from mmarnn_min.stages.mma import MMATrainConfig, train_mma, training_labels
 from mmarnn_min.stages.mma_ablation import ABLATIONS, format_ablation, run_ablation
 from mmarnn_min.stages.mma_eval import affect_metrics, chance_levels

@@ -13,13 +13,21 @@ from hypothesis import strategies as st
 from mmarnn_min.affect import AUS, DU_TABLE, EXPRESSIONS, au_relation_matrix
 from mmarnn_min.data import synth_cache
 from mmarnn_min.data.synth import SOURCES, SynthConfig, make_images
-from mmarnn_min.data.synth_face import Identity, au_displacements, face_geometry, visible_parts
+from mmarnn_min.data.synth_face import (
+    Identity,
+    au_displacements,
+    face_geometry,
+    visible_parts,
+)
 from mmarnn_min.data.synth_labels import (
-    annotate_aus, expression_probabilities, oracle_features, sample_image_affect,
+    annotate_aus,
+    expression_probabilities,
+    oracle_features,
+    sample_image_affect,
 )
 from mmarnn_min.data.synth_make import make_image_arrays, render_image, sample_rng
-from mmarnn_min.data.synth_video import plan_video
 from mmarnn_min.data.synth_render import Shot, render_crop
+from mmarnn_min.data.synth_video import plan_video
 from mmarnn_min.faces import align_template, alignment_matrix
 
 TINY = SynthConfig(image_size=32, canvas_size=96, train_images_per_source=6, eval_images_per_source=3,

@@ -13,9 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmarnn_min.affect import REACTIONS
-from mmarnn_min.data import synth_video
-from mmarnn_min.data import synth_cache
-from mmarnn_min.data.synth import SynthConfig, export_videos, make_videos, prefetch_videos, video_id
+from mmarnn_min.data import synth_cache, synth_video
+from mmarnn_min.data.synth import (
+    SynthConfig,
+    export_videos,
+    make_videos,
+    prefetch_videos,
+    video_id,
+)
 from mmarnn_min.data.synth_baseline import SUMMARIES, ridge_baseline, summarise
 from mmarnn_min.data.synth_labels import oracle_features
 from mmarnn_min.data.synth_make import make_video_arrays, video_plan

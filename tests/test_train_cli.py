@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from mmarnn_min.affect import REACTIONS
-from mmarnn_min.cli_config import config_from_dict
 from mmarnn_min.checkpoints import load_trained
+from mmarnn_min.cli_config import config_from_dict
 from mmarnn_min.config import PipelineConfig, preset
 from mmarnn_min.errors import UserError
 from mmarnn_min.pipeline import video_prefetch
@@ -138,9 +138,9 @@ def test_user_errors(shared_cache, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train-everything", "--out", str(tmp_path)])
     assert "unknown stage" in capsys.readouterr().err
-    with pytest.raises(UserError, match="needs a trained MMA at .*best.pt"):
+    with pytest.raises(UserError, match="stage features needs .*mma/best.pt"):
         main(["features", "--config", "tiny", "--out", str(tmp_path / "empty"), "--device", "cpu"])
-    with pytest.raises(UserError, match="needs a trained MRNN"):
+    with pytest.raises(UserError, match="stage e2e needs .*mma/best.pt, .*mrnn/best.pt"):
         main(["e2e", "--config", "tiny", "--out", str(tmp_path / "empty"), "--device", "cpu"])
     with pytest.raises(UserError, match=r"neither a preset \(tiny, default, paper\) nor a file"):
         main(["--config", "huge", "--out", str(tmp_path)])
@@ -148,11 +148,11 @@ def test_user_errors(shared_cache, tmp_path, capsys):
         main(["--config", "tiny", "--mrnn-sequence", "cropped"])
 
 
-def test_mrnn_refuses_videos_longer_than_it_reads(shared_cache, tmp_path):
+def test_videos_longer_than_the_mrnn_reads_are_refused_before_anything_runs(shared_cache, tmp_path):
     out = tmp_path / "run"
-    main(["mma", "features", "--config", "tiny", "--out", str(out), "--device", "cpu", "--mma-epochs", "1"])
-    with pytest.raises(UserError, match="raise --mrnn-max-frames"):
-        main(["mrnn", "--out", str(out), "--device", "cpu", "--mrnn-max-frames", "8"])
+    with pytest.raises(UserError, match="--mrnn-max-frames.*reads at most 8: raise it to 16"):
+        main(["--config", "tiny", "--out", str(out), "--device", "cpu", "--mrnn-max-frames", "8"])
+    assert not out.exists()
 
 
 def write_affectnet_newer(root: Path, count: int = 8) -> None:
@@ -187,5 +187,4 @@ def test_real_data_flags_reach_the_stages(shared_cache, tmp_path):
     assert report["data"].startswith("Hume-Reaction") and "oracle_pearson_mean" not in report
     assert report["split"] == "test" and len(report["pearson"]) == 7
     assert results["mma"]["history"][0]["epoch"] == 0
-    crops = next((out / "features").glob("crops-auto-*"))
-    assert len(list(crops.glob("*.npy"))) == 16                      # one per video, kept for e2e
+    assert len(list((out / "features" / "crops").glob("*.npy"))) == 16   # one per video, kept for e2e

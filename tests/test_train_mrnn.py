@@ -1,19 +1,19 @@
 """Stage mrnn: the planted data, padding into batches, training, checkpoints, resume, the CLI."""
 
 import json
-from dataclasses import asdict
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 import torch
 
 from mmarnn_min.affect import REACTIONS
+from mmarnn_min.checkpoints import load_mrnn
 from mmarnn_min.data.planted import PlantedConfig, make_planted, planted_splits
 from mmarnn_min.data.sequences import SequenceDataset, oracle_sequences, pad_collate
 from mmarnn_min.data.synth_config import SynthConfig
 from mmarnn_min.mrnn import MRNN, MRNNConfig
-from mmarnn_min.checkpoints import load_mrnn
 from mmarnn_min.mrnn_variants import MRNNVariant
 from mmarnn_min.stages.mrnn import MRNNTrainConfig, train_mrnn
 

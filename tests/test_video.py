@@ -12,7 +12,14 @@ from uncompressed_avi import write_uncompressed_avi
 
 from mmarnn_min.errors import UserError
 from mmarnn_min.video import (
-    BitmapFormat, VideoError, VideoNotFoundError, avi_video_format, iter_frames, probe_video, read_video, write_video,
+    BitmapFormat,
+    VideoError,
+    VideoNotFoundError,
+    avi_video_format,
+    iter_frames,
+    probe_video,
+    read_video,
+    write_video,
 )
 
 

@@ -42,8 +42,15 @@ import numpy as np
 
 from mmarnn_min.affect import EXPRESSIONS, NUM_AUS
 from mmarnn_min.data.real_images import (
-    ImageRecords, MissingDataError, check_new_id, check_unique_columns, check_width, csv_rows, format_error,
-    make_records, parse_float,
+    ImageRecords,
+    MissingDataError,
+    check_new_id,
+    check_unique_columns,
+    check_width,
+    csv_rows,
+    format_error,
+    make_records,
+    parse_float,
 )
 from mmarnn_min.detectors import HAAR_LANDMARKS_IN_BOX
 

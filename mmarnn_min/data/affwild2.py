@@ -36,7 +36,12 @@ import numpy as np
 
 from mmarnn_min.affect import AUS, EXPRESSIONS, NUM_AUS
 from mmarnn_min.data.real_images import (
-    ImageRecords, MissingDataError, check_unique_columns, format_error, parse_float, read_text,
+    ImageRecords,
+    MissingDataError,
+    check_unique_columns,
+    format_error,
+    parse_float,
+    read_text,
 )
 
 SPLIT_DIRS: dict[str, str] = {"train": "Train_Set", "val": "Validation_Set"}

@@ -36,8 +36,15 @@ import numpy as np
 
 from mmarnn_min.affect import AUS, NUM_AUS
 from mmarnn_min.data.real_images import (
-    ImageRecords, MissingDataError, check_new_id, check_unique_columns, check_width, csv_rows, format_error,
-    make_records, parse_float,
+    ImageRecords,
+    MissingDataError,
+    check_new_id,
+    check_unique_columns,
+    check_width,
+    csv_rows,
+    format_error,
+    make_records,
+    parse_float,
 )
 
 URL_COLUMN = "url"  # compared lower-cased, quotes stripped

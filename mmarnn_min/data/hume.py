@@ -37,7 +37,13 @@ import numpy as np
 
 from mmarnn_min.affect import REACTIONS
 from mmarnn_min.data.real_images import (
-    DataFormatError, MissingDataError, check_unique_columns, check_width, csv_rows, format_error, parse_float,
+    DataFormatError,
+    MissingDataError,
+    check_unique_columns,
+    check_width,
+    csv_rows,
+    format_error,
+    parse_float,
 )
 
 HUME_SPLITS: tuple[str, ...] = ("train", "val", "test")

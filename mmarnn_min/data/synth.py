@@ -44,7 +44,12 @@ from mmarnn_min.affect import REACTIONS
 from mmarnn_min.data import synth_cache
 from mmarnn_min.data.synth_config import RENDER_MODES, SPLITS, SynthConfig, split_index
 from mmarnn_min.data.synth_labels import SOURCES, oracle_features
-from mmarnn_min.data.synth_make import make_image_arrays, make_video_arrays, process_context, render_video
+from mmarnn_min.data.synth_make import (
+    make_image_arrays,
+    make_video_arrays,
+    process_context,
+    render_video,
+)
 from mmarnn_min.video import write_video
 
 __all__ = [

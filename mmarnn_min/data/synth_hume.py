@@ -76,8 +76,15 @@ from functools import lru_cache
 import numpy as np
 
 from mmarnn_min.affect import NUM_REACTIONS, REACTIONS
-from mmarnn_min.data.synth_video import (VideoPlan, affect_tracks, display_amplitudes, episode,
-                                         felt_reactions, head_motion, twitches)
+from mmarnn_min.data.synth_video import (
+    VideoPlan,
+    affect_tracks,
+    display_amplitudes,
+    episode,
+    felt_reactions,
+    head_motion,
+    twitches,
+)
 
 REPORT_NOISE = 0.112            # sd of a self-report around the felt intensity (11% zeros)
 MAX_WINDOWS = 3                 # reaction windows per video: 1 to MAX_WINDOWS, uniformly

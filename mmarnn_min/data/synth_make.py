@@ -20,8 +20,13 @@ from mmarnn_min.affect import NUM_EXPRESSIONS
 from mmarnn_min.data.synth_config import SynthConfig, split_index
 from mmarnn_min.data.synth_face import Identity
 from mmarnn_min.data.synth_hume import draw_length, plan_hume_video
-from mmarnn_min.data.synth_labels import (SOURCES, annotate_aus, expression_probabilities, oracle_features,
-                                          sample_image_affect)
+from mmarnn_min.data.synth_labels import (
+    SOURCES,
+    annotate_aus,
+    expression_probabilities,
+    oracle_features,
+    sample_image_affect,
+)
 from mmarnn_min.data.synth_render import Shot, background, render_aligned, render_canvas
 from mmarnn_min.data.synth_video import VideoPlan, plan_video
 

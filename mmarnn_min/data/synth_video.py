@@ -63,7 +63,6 @@ import numpy as np
 from mmarnn_min.affect import AUS, NUM_AUS, NUM_REACTIONS, REACTIONS
 from mmarnn_min.data.synth_labels import faint_aus
 
-
 DISPLAY_GAIN = 2.5  # reaction intensity -> display amplitude (step 3 of the module docstring)
 
 

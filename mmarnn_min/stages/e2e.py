@@ -27,7 +27,7 @@ import torch
 
 from mmarnn_min.affect import REACTIONS
 from mmarnn_min.checkpoints import load_training_state, save_training_state
-from mmarnn_min.checks import at_least, positive
+from mmarnn_min.checks import at_least, finite_loss, positive
 from mmarnn_min.files import save_torch, write_json
 from mmarnn_min.losses import pearson_loss
 from mmarnn_min.metrics import improves, pearson
@@ -99,6 +99,7 @@ def train_e2e(
     seed: int = 0,
     resume: bool = False,
     log: Callable[[str], None] = print,
+    run_id: str | None = None,
 ) -> dict:
     """Fine-tune ``mma`` and ``mrnn`` (already trained, on ``device``) for ``config.epochs``
     epochs; returns what is also written to ``out_dir/metrics.json``: the validation Pearson
@@ -127,7 +128,7 @@ def train_e2e(
     def save_best(epoch: int, validation: dict) -> None:
         save_torch({"mma": mma.state_dict(), "mma_config": asdict(mma.config), "image_size": image_size,
                     "mrnn": mrnn.state_dict(), "mrnn_config": asdict(mrnn.config),
-                    "mrnn_variant": asdict(variant_of(mrnn)), "epoch": epoch,
+                    "mrnn_variant": asdict(variant_of(mrnn)), "epoch": epoch, "run_id": run_id,
                     "val_pearson": validation["pearson"]}, out_dir / "best.pt")
 
     elapsed = results["history"][-1]["seconds"]
@@ -144,6 +145,8 @@ def train_e2e(
             z, lengths = video_features(mma, [train_videos.frames(i) for i in batch], device)  # (B, T, 26)
             target = torch.as_tensor(train_videos.reactions[batch], device=device)             # (B, 7)
             loss = pearson_loss(mrnn(z, lengths), target)
+            finite_loss(loss.item(), f"stage e2e, epoch {epoch}, step {step + 1}",
+                        "check the video labels and the learning rates (--e2e-mma-lr, --e2e-mrnn-lr)")
             mma_optimizer.zero_grad(set_to_none=True)
             mrnn_opt.zero_grad(set_to_none=True)
             loss.backward()

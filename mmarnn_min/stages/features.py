@@ -9,16 +9,19 @@ One file per split, ``features-<split>-<key>.npz``, holding
     lengths  (V,) int64              L_i, its true number of frames
     reactions (V, 7) float32         its labels
     ids      (V,) str
+    crops    (V,) str                 real videos only: each video's file of aligned crops
 
-The key hashes the MMA checkpoint's bytes and the SynthAffect config: a retrained MMA or other
-videos give a new file, and a file already there is reused (the stage resumes split by split).
+The key hashes everything the file's content depends on: the MMA checkpoint's bytes, the
+SynthAffect videos' own cache key (their config and the generator's code) and the code that
+computes the features (``FEATURES_CODE``) with the torch version: a retrained MMA, other videos
+or changed code give a new file, and a file already there is reused (the stage resumes split
+by split).
 ``OUT/features/latest.json`` names the files of the last run of the stage
 (``load_run_features``). Hume-Reaction's videos: ``mmarnn_min.stages.features_hume``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -27,7 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmarnn_min.cache import code_digest
 from mmarnn_min.checkpoints import load_mma
+from mmarnn_min.data import synth_cache
 from mmarnn_min.data.sequences import SequenceDataset
 from mmarnn_min.data.synth import SPLITS, SynthConfig, VideoSet, make_videos
 from mmarnn_min.errors import UserError
@@ -55,10 +60,14 @@ def extract_features(
     return [z[start:stop] for start, stop in zip(offsets[:-1], offsets[1:])]
 
 
+FEATURES_CODE = ("mma.py", "stages/features.py")  # the code between a crop and its 26 values
+
+
 def features_key(mma_checkpoint: str | Path, synth_config: SynthConfig) -> str:
-    """Hex digest of the checkpoint's bytes and the SynthAffect config."""
+    """Hex digest of the checkpoint's bytes, the videos' cache key and the features' code."""
     digest = hashlib.sha256(Path(mma_checkpoint).read_bytes())
-    digest.update(json.dumps(dataclasses.asdict(synth_config), sort_keys=True).encode())
+    digest.update(synth_cache.cache_key(synth_config).encode())
+    digest.update(code_digest(*FEATURES_CODE) + torch.__version__.encode())
     return digest.hexdigest()[:16]
 
 
@@ -90,11 +99,15 @@ def run_features(
     return paths
 
 
-def write_features(path: Path, per_video: Sequence[np.ndarray], reactions: np.ndarray, ids: Sequence[str]) -> None:
-    """One split's cache file in the format of the module docstring, atomically."""
+def write_features(path: Path, per_video: Sequence[np.ndarray], reactions: np.ndarray, ids: Sequence[str],
+                   crops: Sequence[str] | None = None) -> None:
+    """One split's cache file in the format of the module docstring, atomically; ``crops``
+    names each video's file of aligned crops, when they were cached (real videos)."""
     lengths = np.array([len(z) for z in per_video], np.int64)
     arrays = {"features": np.concatenate(per_video), "offsets": np.concatenate([[0], np.cumsum(lengths)]),
               "lengths": lengths, "reactions": np.asarray(reactions, np.float32), "ids": np.array(ids)}
+    if crops is not None:
+        arrays["crops"] = np.array(crops)
     replace_atomically(path, lambda file: np.savez(file, **arrays))
 
 

@@ -21,8 +21,12 @@ from pathlib import Path
 import torch
 
 from mmarnn_min.affect import au_relation_matrix
-from mmarnn_min.checkpoints import load_training_state, read_checkpoint, save_training_state
-from mmarnn_min.checks import ConfigError, at_least, positive
+from mmarnn_min.checkpoints import (
+    load_training_state,
+    read_checkpoint,
+    save_training_state,
+)
+from mmarnn_min.checks import ConfigError, at_least, finite_loss, positive
 from mmarnn_min.data.synth import ImageSet, SynthConfig
 from mmarnn_min.data.training_images import image_splits
 from mmarnn_min.files import save_torch, write_json
@@ -86,6 +90,7 @@ def train_mma(
     seed: int = 0,
     resume: bool = False,
     log: Callable[[str], None] = print,
+    run_id: str | None = None,
 ) -> dict:
     """Train MMA on the images of ``data`` (SynthAffect's of a SynthConfig, or a mapping
     split -> ImageSet, see ``image_splits``) for ``config.epochs`` epochs
@@ -145,6 +150,8 @@ def train_mma(
             for group in optimizer.param_groups:
                 group["lr"] = warmup_cosine_lr(config.lr, (epoch - 1) * steps_per_epoch + step, total_steps)
             loss, parts = mma_loss(model(x), [label[batch].to(device) for label in labels], relation, dm_weight)
+            finite_loss(parts["total"], f"stage mma, epoch {epoch}, step {step + 1}",
+                        "check the image labels and the learning rate (--mma-lr)")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -157,7 +164,7 @@ def train_mma(
                                    "seconds": round(elapsed, 3)})
         if epoch == 1 or improves(validation["score"], results["val"]["score"]):
             results.update(best_epoch=epoch, val=validation)
-            save_torch({"model": model.state_dict(), "config": asdict(config.model), "epoch": epoch,
+            save_torch({"model": model.state_dict(), "config": asdict(config.model), "epoch": epoch, "run_id": run_id,
                              "image_size": train_set.images.shape[1], "val": validation}, out_dir / "best.pt")
         save_training_state(checkpoint_path, results, model=model, optimizer=optimizer, generator=generator)
         write_json(results, out_dir / "metrics.json")

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from mmarnn_min.affect import REACTIONS
 from mmarnn_min.checkpoints import load_mrnn, load_training_state, save_training_state
-from mmarnn_min.checks import at_least, one_of, positive
+from mmarnn_min.checks import at_least, finite_loss, one_of, positive
 from mmarnn_min.data.sequences import SequenceDataset, pad_collate
 from mmarnn_min.errors import UserError
 from mmarnn_min.files import save_torch, write_json
@@ -102,6 +102,7 @@ def train_mrnn(
     seed: int = 0,
     resume: bool = False,
     log: Callable[[str], None] = print,
+    run_id: str | None = None,
 ) -> dict:
     """Train for ``config.epochs`` epochs (continuing ``out_dir/last.pt`` when ``resume``) and
     return the results also written to ``out_dir/metrics.json``: the best epoch's validation
@@ -135,8 +136,10 @@ def train_mrnn(
         start = time.perf_counter()
         model.train()
         losses = [
-            train_step(model, optimizer, z.to(device), lengths, y.to(device), loss_fn)
-            for z, lengths, y in loader
+            finite_loss(train_step(model, optimizer, z.to(device), lengths, y.to(device), loss_fn),
+                        f"stage mrnn ({out_dir.name}), epoch {epoch}, step {step}",
+                        "check the video labels and the learning rate (--mrnn-lr)")
+            for step, (z, lengths, y) in enumerate(loader, 1)
         ]
         validation = evaluate(model, val_set, device)
         elapsed += time.perf_counter() - start
@@ -147,7 +150,8 @@ def train_mrnn(
             results.update(best_epoch=epoch, val_pearson_mean=validation["pearson_mean"],
                            val_pearson=validation["pearson"])
             save_torch({"model": model.state_dict(), "config": asdict(config.model),
-                        "variant": asdict(config.variant), "epoch": epoch, "val_pearson": validation["pearson"]},
+                        "variant": asdict(config.variant), "epoch": epoch, "val_pearson": validation["pearson"],
+                        "run_id": run_id},
                        out_dir / "best.pt")
         save_training_state(checkpoint_path, results, model=model, optimizer=optimizer, shuffle=shuffle)
         write_json(results, out_dir / "metrics.json")
@@ -172,12 +176,12 @@ def has_labels(dataset: SequenceDataset) -> bool:
 
 
 def train_and_test(config: MRNNTrainConfig, sets: dict[str, SequenceDataset], out_dir: Path, device: torch.device,
-                   seed: int, resume: bool, log: Callable[[str], None] = print) -> dict:
+                   seed: int, resume: bool, log: Callable[[str], None] = print, run_id: str | None = None) -> dict:
     """Train an MRNN on sets["train"], pick its epoch on sets["val"] and evaluate that epoch on
     sets["test"] (on val when the test labels are withheld); test predictions go to
     ``out_dir/test_predictions.npz``."""
     check_fits(config, sets)
-    results = train_mrnn(config, sets["train"], sets["val"], out_dir, device, seed, resume, log)
+    results = train_mrnn(config, sets["train"], sets["val"], out_dir, device, seed, resume, log, run_id)
     model = load_mrnn(out_dir / "best.pt", device)
     test = sets.get("test")
     split = "test" if test is not None and has_labels(test) else "val"
