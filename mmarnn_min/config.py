@@ -8,9 +8,11 @@ network's config inside) and where real data lives. Every field becomes a flag o
 
 The presets, ``preset(name)``:
     tiny      seconds on a CPU: for tests and for trying the commands
-    default   the first command: minutes on a laptop CPU (64 x 64 crops, T = 64 frames)
+    default   the first command: minutes on a laptop CPU (64 x 64 crops; Hume-like videos of
+              3-16 s at 5 frames a second, T = 80 frames)
     paper     the paper's sizes, for one GPU: 112 x 112 crops, MMA with ResNet-18's widths
-              and depth, T = 480 frames, batch 4, a 1-layer GRU of 128 units, FC 32
+              and depth, Hume-like videos at 30 frames a second, T = 480 frames, batch 4, a
+              1-layer GRU of 128 units, FC 32
 
 The lessons and ``python -m mmarnn_min.ablate`` take their data and networks from here too
 (``ablation_data``), so every number in the docs traces back to one of these.
@@ -38,9 +40,9 @@ from mmarnn_min.video_faces import DETECTORS
 
 @dataclass
 class PipelineConfig:
-    data: SynthConfig = field(default_factory=SynthConfig)
+    data: SynthConfig = field(default_factory=lambda: SynthConfig.hume(5.0))
     mma: MMATrainConfig = field(default_factory=MMATrainConfig)
-    mrnn: MRNNTrainConfig = field(default_factory=lambda: MRNNTrainConfig(model=MRNNConfig(max_frames=64)))
+    mrnn: MRNNTrainConfig = field(default_factory=lambda: MRNNTrainConfig(model=MRNNConfig(max_frames=80)))
     e2e: E2ETrainConfig = field(default_factory=E2ETrainConfig)
     seed: int = 0                    # training seed (initialisation, shuffling)
     oracle: bool = True              # on SynthAffect, also train the MRNN on the true per-frame affect (the ceiling)
@@ -80,8 +82,9 @@ def tiny() -> PipelineConfig:
 
 
 def default() -> PipelineConfig:
-    """The first command: a few minutes on a laptop CPU, 64 x 64 crops, 1,000 training videos
-    of 16-64 frames, T = 64 (every field's default)."""
+    """The first command: a few minutes on a laptop CPU. 64 x 64 crops; 1,000 training videos
+    like Hume-Reaction's (3-16 s, mean 11 s) at 5 frames a second, so 15-80 frames, T = 80
+    (every field's default)."""
     return PipelineConfig()
 
 
@@ -90,7 +93,7 @@ def paper() -> PipelineConfig:
     global pool, T = 480, batch 4, a 1-layer GRU of 128 units, FC 32. The learning rates are
     Adam's usual ones: the paper's exact values are not published."""
     return PipelineConfig(
-        data=SynthConfig.paper(),
+        data=SynthConfig.hume(30.0, image_size=112, canvas_size=256),
         mma=MMATrainConfig(model=MMAConfig.paper(), epochs=10, batch_size=64, lr=1e-3),
         mrnn=MRNNTrainConfig(model=MRNNConfig(hidden_size=128, num_layers=1, routed_size=32, max_frames=480),
                              epochs=20, batch_size=4, lr=1e-3),
@@ -123,7 +126,7 @@ def check_pipeline(config: PipelineConfig) -> None:
         if value and not (Path(value).is_dir() if kind == "dir" else Path(value).is_file()):
             raise ConfigError(describe_field((name,)), f"no such {'directory' if kind == 'dir' else 'file'}: {value}")
     longest, reads = config.data.max_frames, config.mrnn.model.max_frames
-    if not config.hume and config.mrnn.variant.sequence != "fixed" and longest > reads:
+    if not config.hume and not config.mrnn.variant.fixed_length and longest > reads:
         raise ConfigError(describe_field(("mrnn", "model", "max_frames")),
                           f"SynthAffect's videos have up to data.max_frames = {longest} frames but the MRNN reads "
                           f"at most {reads}: raise it to {longest} or more, or lower --data-max-frames")

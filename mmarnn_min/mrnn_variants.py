@@ -4,12 +4,18 @@ paper's MRNN (``mmarnn_min.mrnn``) with one thing changed, chosen by ``MRNNVaria
 * ``rnn``: the recurrent layer, the hand-written GRU of the paper (``"gru"``), PyTorch's
   ``nn.GRU`` (``"torch_gru"``, the same function computed by cuDNN / MKL) or an LSTM.
 * ``inputs``: which parts of z the RNN reads (VA, expressions, AUs, or any subset).
-* ``sequence``: how a video of any length meets a layer of fixed size. ``"masked"`` is the
-  paper's masked routing. ``"padded"`` pads every video with zero frames to max_frames and
-  feeds all T*D outputs to a plain FC layer (padding without the mask: padded frames get
-  values and gradients). ``"fixed"`` is the strategy of the public attempts at this task:
-  each video is cropped (centre) or stretched by repeating frames to exactly
-  ``fixed_frames`` frames, then a plain FC layer reads them all.
+* ``sequence``: how a video of any length meets a layer of fixed size.
+  ``"masked"``      the paper's masked routing over every real frame;
+  ``"padded"``      every video zero-padded to max_frames, all T*D outputs into a plain FC
+                    layer (padding without the mask: padded frames get values and gradients);
+  and the fixed-length strategies of the public attempts at this task, each making every
+  video exactly N = ``fixed_frames`` frames, which a plain FC layer then reads in full:
+  ``"sample"``      uniform temporal sampling: N frames evenly spaced over the whole video
+                    (repeats frames of a video shorter than N);
+  ``"truncate"``    the first N frames, zero frames after the end of a shorter video;
+  ``"trim_last"``   the first N frames, the last frame repeated after the end of a shorter one;
+  ``"crop_repeat"`` the centre N frames of a longer video, each frame of a shorter one repeated
+                    about N / L times.
 
 ``build_mrnn(config, variant)`` gives the paper's ``MRNN`` for the default variant and an
 ``AblatedMRNN`` otherwise.
@@ -31,7 +37,8 @@ from mmarnn_min.mrnn import MRNN, MRNNConfig, zero_padding
 from mmarnn_min.routing import masked_routing
 
 RNNS = ("gru", "torch_gru", "lstm")
-SEQUENCES = ("masked", "padded", "fixed")
+FIXED_LENGTH = ("sample", "truncate", "trim_last", "crop_repeat")
+SEQUENCES = ("masked", "padded", *FIXED_LENGTH)
 INPUT_COLUMNS: dict[str, range] = {           # part of z -> its columns
     "va": range(0, NUM_VA),
     "expr": range(NUM_VA, NUM_VA + NUM_EXPRESSIONS),
@@ -43,8 +50,8 @@ INPUT_COLUMNS: dict[str, range] = {           # part of z -> its columns
 class MRNNVariant:
     rnn: Literal["gru", "torch_gru", "lstm"] = "gru"  # hand-written GRU (paper) | torch.nn.GRU | torch.nn.LSTM
     inputs: str = "va,expr,au"                        # parts of z the RNN reads, comma-separated (paper: all three)
-    sequence: Literal["masked", "padded", "fixed"] = "masked"  # masked routing (paper) | zero padding, no mask | crop/repeat to fixed_frames
-    fixed_frames: int = 64                            # the fixed length of sequence="fixed"
+    sequence: Literal["masked", "padded", "sample", "truncate", "trim_last", "crop_repeat"] = "masked"  # masked routing (paper) | zero padding, no mask | a fixed-length strategy (module docstring)
+    fixed_frames: int = 64                            # N, the length of the fixed-length strategies
 
     def __post_init__(self) -> None:
         one_of(self, "rnn", RNNS)
@@ -60,6 +67,11 @@ class MRNNVariant:
         return self.rnn == "gru" and self.sequence == "masked" and self.input_columns is None
 
     @property
+    def fixed_length(self) -> bool:
+        """Whether every video is made exactly ``fixed_frames`` frames long."""
+        return self.sequence in FIXED_LENGTH
+
+    @property
     def input_parts(self) -> tuple[str, ...]:
         return tuple(part.strip() for part in self.inputs.split(",") if part.strip())
 
@@ -71,21 +83,28 @@ class MRNNVariant:
         return sorted(c for part in self.input_parts for c in INPUT_COLUMNS[part])
 
 
-def fixed_length(z: torch.Tensor, lengths: torch.Tensor, frames: int) -> torch.Tensor:
-    """The fixed-length strategy: each video of ``lengths[b]`` real frames becomes exactly
-    ``frames`` frames, the centre ones of a longer video (crop) or a shorter one's frames each
-    repeated about frames / L times (nearest neighbour in time). z (B, T', I) -> (B, frames, I)."""
-    positions = torch.arange(frames, device=z.device)                            # (frames,)
+def fixed_length(z: torch.Tensor, lengths: torch.Tensor, frames: int, strategy: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every video of ``lengths[b]`` real frames made exactly ``frames`` frames long by one of
+    the FIXED_LENGTH strategies (module docstring). z (B, T', I) -> (B, N, I), and the frames of
+    it that hold a real frame (B, N) bool (all but the zero frames of "truncate")."""
+    positions = torch.arange(frames, device=z.device)[None, :]                   # (1, N)
     lengths = lengths[:, None]                                                   # (B, 1)
-    crop = (lengths - frames) // 2 + positions                                   # (B, frames)
-    repeat = positions * lengths // frames
-    index = torch.where(lengths >= frames, crop, repeat)                         # (B, frames)
-    return torch.gather(z, 1, index[:, :, None].expand(-1, -1, z.shape[2]))
+    if strategy == "sample":
+        index = (positions * (lengths - 1) + (frames - 1) // 2) // max(frames - 1, 1)   # rounded linspace(0, L-1, N)
+    elif strategy in ("truncate", "trim_last"):
+        index = torch.minimum(positions, lengths - 1)
+    elif strategy == "crop_repeat":
+        index = torch.where(lengths >= frames, (lengths - frames) // 2 + positions, positions * lengths // frames)
+    else:
+        raise ValueError(f"fixed_length: unknown strategy {strategy!r}; choose one of {', '.join(FIXED_LENGTH)}")
+    real = positions < lengths if strategy == "truncate" else torch.ones_like(index, dtype=torch.bool)
+    chosen = torch.gather(z, 1, index[:, :, None].expand(-1, -1, z.shape[2]))   # (B, N, I)
+    return chosen, real.expand(len(index), frames)
 
 
 class AblatedMRNN(MRNN):
-    """The paper's MRNN with the change ``variant`` names; same call as ``MRNN``. With
-    ``sequence="fixed"`` videos may be longer than max_frames (they are cropped)."""
+    """The paper's MRNN with the change ``variant`` names; same call as ``MRNN``. With a
+    fixed-length strategy videos may be longer than max_frames (they are cut to N)."""
 
     def __init__(self, config: MRNNConfig, variant: MRNNVariant) -> None:
         columns = variant.input_columns
@@ -100,14 +119,14 @@ class AblatedMRNN(MRNN):
             self.rnn = {"gru": lambda: GRU(inputs, hidden, layers),
                         "torch_gru": lambda: nn.GRU(inputs, hidden, layers, batch_first=True),
                         "lstm": lambda: nn.LSTM(inputs, hidden, layers, batch_first=True)}[variant.rnn]()
-        if variant.sequence == "fixed":
+        if variant.fixed_length:
             self.routing_weight = nn.Parameter(torch.empty(config.routed_size, variant.fixed_frames * hidden))
             self.reset_routing_parameters()
 
     @property
     def frame_limit(self) -> int | None:
         """A fixed-length model crops longer videos: any length is read."""
-        return None if self.variant.sequence == "fixed" else self.config.max_frames
+        return None if self.variant.fixed_length else self.config.max_frames
 
     def frames_reached(self, lengths: torch.Tensor) -> int:
         """Masked routing trains the longest video's blocks; the unmasked layers train them all."""
@@ -118,9 +137,9 @@ class AblatedMRNN(MRNN):
         lengths, longest = self.checked_lengths(z, lengths)
         if self.variant.input_columns is not None:
             z = z[..., self.variant.input_columns]                           # (B, T', I)
-        if sequence == "fixed":
-            z = fixed_length(z, lengths, self.routed_frames)                 # (B, N, I): every video N frames
-            lengths, longest = torch.full_like(lengths, self.routed_frames), self.routed_frames
+        if self.variant.fixed_length:
+            z, real = fixed_length(z, lengths, self.routed_frames, sequence)  # (B, N, I): every video N frames
+            lengths, longest = real.sum(1), self.routed_frames               # "truncate" keeps its zero frames
         frames = longest if sequence == "masked" else self.routed_frames     # L
         z = zero_padding(F.pad(z[:, :frames], (0, 0, 0, max(0, frames - z.shape[1]))), lengths)  # (B, L, I)
         h = self.rnn(z)[0]                                                   # (B, L, D)

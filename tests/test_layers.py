@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mmarnn_min"
 # Lowest first: a module may import modules of its own layer and of the layers before it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("utilities", ("__init__", "errors", "checks", "cli", "cache", "tables", "files", "progress", "runtime", "cli_config")),
-    ("paper core", ("affect", "gru", "routing", "extension", "mma", "mrnn", "mrnn_variants", "losses", "metrics",
+    ("paper core", ("affect", "gru", "routing", "extension", "mma", "mrnn", "mrnn_variants", "losses", "metrics", "baselines",
                     "optim")),
     ("library", ("faces", "detectors", "video", "video_faces", "checkpoints", "inference", "data.*")),
     ("stages", ("stages.*",)),

@@ -3,6 +3,8 @@ sequence strategies without the mask."""
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mmarnn_min.mrnn import MRNNConfig
 from mmarnn_min.mrnn_variants import (
@@ -22,11 +24,31 @@ def small_model(seed: int = 0, **variant) -> AblatedMRNN:
 
 
 
-def test_fixed_length_crops_the_centre_and_repeats_short_videos():
+@pytest.mark.parametrize("strategy, long, short, short_real", [
+    ("crop_repeat", [3, 4, 5, 6], [0, 0, 1, 2], 4),          # the centre 4; floor(i * 3 / 4)
+    ("sample", [0, 3, 6, 9], [0, 1, 1, 2], 4),               # round(linspace(0, L - 1, 4))
+    ("truncate", [0, 1, 2, 3], [0, 1, 2, 2], 3),             # the first 4; a zero frame after the end
+    ("trim_last", [0, 1, 2, 3], [0, 1, 2, 2], 4),            # the first 4; the last frame repeated
+])
+def test_the_fixed_length_strategies(strategy, long, short, short_real):
     z = torch.arange(10, dtype=torch.float64)[None, :, None].repeat(2, 1, 1)      # frame t holds t
-    out = fixed_length(z, torch.tensor([10, 3]), 4)[..., 0]
-    assert out[0].tolist() == [3, 4, 5, 6]                  # 10 frames -> the centre 4
-    assert out[1].tolist() == [0, 0, 1, 2]                  # 3 frames stretched to 4: floor(i * 3 / 4)
+    out, real = fixed_length(z, torch.tensor([10, 3]), 4, strategy)
+    assert out[0, :, 0].tolist() == long and out[1, :, 0].tolist() == short
+    assert real[0].all() and int(real[1].sum()) == short_real
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(1, 30), min_size=1, max_size=4), st.integers(1, 12),
+       st.sampled_from(["crop_repeat", "sample", "truncate", "trim_last"]))
+def test_a_fixed_length_video_reads_only_its_own_real_frames(lengths, frames, strategy):
+    """Every index lies in [0, L): no strategy reads padding; a video at least N long loses no
+    order (indices never decrease)."""
+    lengths = torch.tensor(lengths)
+    z = torch.arange(30, dtype=torch.float64)[None, :, None].repeat(len(lengths), 1, 1)
+    out, real = fixed_length(z, lengths, frames, strategy)
+    index = out[..., 0].long()
+    assert ((index >= 0) & (index < lengths[:, None])).all()
+    assert (index.diff(dim=1) >= 0).all() and real.shape == (len(lengths), frames)
 
 
 def test_a_subset_of_inputs_ignores_the_other_columns():
@@ -39,7 +61,7 @@ def test_a_subset_of_inputs_ignores_the_other_columns():
     assert model.rnn.weight_ih_l0.shape[1] == 2
 
 
-@pytest.mark.parametrize("sequence", ["padded", "fixed"])
+@pytest.mark.parametrize("sequence", ["padded", "sample", "truncate", "trim_last", "crop_repeat"])
 def test_the_strategies_without_the_mask_train_every_weight_block(sequence):
     model = small_model(sequence=sequence, fixed_frames=5)
     frames = model.routed_frames
@@ -52,7 +74,7 @@ def test_the_strategies_without_the_mask_train_every_weight_block(sequence):
 
 
 def test_fixed_length_reads_videos_longer_than_max_frames():
-    model = small_model(sequence="fixed", fixed_frames=4)
+    model = small_model(sequence="sample", fixed_frames=4)
     assert model(torch.randn(1, 30, 5, dtype=torch.float64), torch.tensor([30])).shape == (1, 3)
 
 

@@ -21,12 +21,13 @@ from dataclasses import replace
 import numpy as np
 
 from mmarnn_min.affect import REACTIONS
+from mmarnn_min.baselines import RIDGE_STRENGTHS, ridge_fit
 from mmarnn_min.data.synth_config import SynthConfig
 from mmarnn_min.data.synth_labels import oracle_features
 from mmarnn_min.data.synth_make import video_plan
+from mmarnn_min.metrics import pearson
 
 SUMMARIES = ("mean", "mean+max", "window mean", "window mean+max")
-RIDGE_STRENGTHS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 
 
 def summarise(oracle: np.ndarray, window: tuple[int, int] | np.ndarray, summary: str) -> np.ndarray:
@@ -40,23 +41,6 @@ def summarise(oracle: np.ndarray, window: tuple[int, int] | np.ndarray, summary:
         "window mean": lambda: inside.mean(0),
         "window mean+max": lambda: np.concatenate([inside.mean(0), inside.max(0)]),
     }[summary]()
-
-
-def pearson(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Pearson correlation of each column: (N,C), (N,C) -> (C,)."""
-    p = prediction - prediction.mean(0)
-    t = target - target.mean(0)
-    return (p * t).sum(0) / np.sqrt((p * p).sum(0) * (t * t).sum(0) + 1e-12)
-
-
-def ridge_fit(x: np.ndarray, y: np.ndarray, strength: float):
-    """Standardise x (N,F), fit y (N,C) by ridge least squares; returns a predict function."""
-    mean, scale = x.mean(0), x.std(0) + 1e-6
-    design = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])  # (N,F+1), last: intercept
-    penalty = strength * np.eye(design.shape[1])
-    penalty[-1, -1] = 0.0
-    weights = np.linalg.solve(design.T @ design + penalty, design.T @ y)  # (F+1,C)
-    return lambda x_new: np.hstack([(x_new - mean) / scale, np.ones((len(x_new), 1))]) @ weights
 
 
 def _split(config: SynthConfig, split: str) -> tuple[list, np.ndarray]:

@@ -43,7 +43,8 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 class MRNNTrainConfig:
     model: MRNNConfig = field(default_factory=MRNNConfig)
     variant: MRNNVariant = field(default_factory=MRNNVariant)  # the paper's MRNN, or an ablation of it
-    epochs: int = 6                                   # passes over the training set
+    epochs: int = 30                                  # at most this many passes over the training set
+    patience: int = 4                                 # stop after this many epochs without a better validation Pearson (0: never)
     batch_size: int = 32                              # videos per step (the Pearson loss is taken across them)
     lr: float = 3e-3                                  # Adam learning rate
     loss: Literal["pearson", "mse"] = "pearson"       # training loss: the paper's Pearson loss, or MSE (ablation)
@@ -51,6 +52,7 @@ class MRNNTrainConfig:
     def __post_init__(self) -> None:
         one_of(self, "loss", tuple(LOSSES))
         at_least(self, "epochs", 1)
+        at_least(self, "patience", 0)
         at_least(self, "batch_size", 2 if self.loss == "pearson" else 1,
                  "the Pearson loss correlates across the videos of a batch" if self.loss == "pearson" else "")
         positive(self, "lr")
@@ -104,10 +106,11 @@ def train_mrnn(
     log: Callable[[str], None] = print,
     run_id: str | None = None,
 ) -> dict:
-    """Train for ``config.epochs`` epochs (continuing ``out_dir/last.pt`` when ``resume``) and
-    return the results also written to ``out_dir/metrics.json``: the best epoch's validation
-    Pearson per reaction and mean, and one history row per epoch (with the seconds spent
-    training and validating so far)."""
+    """Train until the validation Pearson has not improved for ``config.patience`` epochs, or
+    for ``config.epochs`` epochs (continuing ``out_dir/last.pt`` when ``resume``), and return
+    the results also written to ``out_dir/metrics.json``: the best epoch's validation Pearson
+    per reaction and mean, and one history row per epoch (with the seconds spent training and
+    validating so far). ``best.pt`` holds the best epoch's model."""
     out_dir, device = Path(out_dir), torch.device(device)
     torch.manual_seed(seed)
     model = build_mrnn(config.model, config.variant).to(device)
@@ -133,6 +136,8 @@ def train_mrnn(
     first_epoch = len(results["history"]) + 1
     started = time.perf_counter()
     for epoch in range(first_epoch, config.epochs + 1):
+        if converged(results, config.patience):
+            break
         start = time.perf_counter()
         model.train()
         losses = [
@@ -158,15 +163,23 @@ def train_mrnn(
         log(f"mrnn epoch {epoch:3d}/{config.epochs}  train loss {results['history'][-1]['train_loss']:.4f}  "
             f"val pearson {validation['pearson_mean']:.4f}  best {results['val_pearson_mean']:.4f} "
             f"(epoch {results['best_epoch']})  {elapsed:6.1f} s, ETA "
-            f"{(time.perf_counter() - started) / (epoch - first_epoch + 1) * (config.epochs - epoch):4.0f} s")
+            f"{(time.perf_counter() - started) / (epoch - first_epoch + 1) * (config.epochs - epoch):4.0f} s at most")
+    if converged(results, config.patience):
+        log(f"mrnn: stopped after epoch {len(results['history'])}: no better validation Pearson for "
+            f"{config.patience} epochs (best: epoch {results['best_epoch']})")
     return results
+
+
+def converged(results: dict, patience: int) -> bool:
+    """Early stopping: the last ``patience`` epochs brought no better validation Pearson."""
+    return patience > 0 and len(results["history"]) - results["best_epoch"] >= patience
 
 
 def check_fits(config: MRNNTrainConfig, sets: dict[str, SequenceDataset]) -> None:
     """A clear error, before training, when a video is longer than the routed layer reads (a
     fixed-length variant crops long videos instead)."""
     longest = max(int(s.lengths.max()) for s in sets.values())
-    if config.variant.sequence != "fixed" and longest > config.model.max_frames:
+    if not config.variant.fixed_length and longest > config.model.max_frames:
         raise UserError(f"a video has {longest} frames but the MRNN reads at most {config.model.max_frames}: "
                         f"raise --mrnn-max-frames (the paper: 480) or read fewer frames (--stride)")
 
