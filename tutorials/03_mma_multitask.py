@@ -248,14 +248,14 @@ axes[0].legend(fontsize=8)
 _common.save(fig, LESSON, "training_curves.png")
 
 # %% [markdown]
-# Read the numbers with care: one seed, 8 short epochs, and every curve is still rising. The
-# AU F1 is the slowest to move: an AU counts as detected only once its probability passes
+# Read the numbers with care: one seed, a few short epochs, and the curves are still rising.
+# The AU F1 is the slowest to move: an AU counts as detected only once its probability passes
 # 0.5, most AUs are absent from most faces, and "call every AU present" is a strong chance
-# baseline. In our runs L_DM made the clearest difference there (the expression labels reach
-# the AU head through q), while VA and the expressions were about even; only several seeds
-# and longer runs would make that a finding. `python -m mmarnn_min.train mma` trains longer on
-# more images and goes much further (the main README has its numbers). What a short run must
-# show is that the model beats chance on the expressions and carries real VA signal:
+# baseline. That is also where L_DM can matter most, since the expression labels reach the AU
+# head through q; compare the two rows of the table, and remember that only several seeds and
+# longer runs would make a difference between them a finding. `python -m mmarnn_min.train mma`
+# trains longer on more images (`docs/experiments.md` keeps its measured numbers). What a short
+# run must show is that the model beats chance on the expressions and carries real VA signal:
 
 # %%
 if not _common.QUICK:

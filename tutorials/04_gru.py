@@ -178,7 +178,7 @@ print("matched: outputs before each video's length are bit-for-bit the same with
 #
 # torch.nn.GRU runs its time loop in C++; ours runs it in Python but computes all the input
 # projections in one matrix product first. `mmarnn_min.bench.gru.measure` times both, in
-# alternating turns (the README has the numbers at the paper's size).
+# alternating turns; `python -m mmarnn_min.bench --only gru` runs it at the paper's size.
 
 # %%
 rows = measure(torch.device("cpu"), batch=8, frames=_common.quick(160, 24), input_size=AFFECT_DIM,

@@ -9,8 +9,8 @@
 # operation's definition as a loop and check the package against it, prove its gradient
 # properties, and see why the optimizer must keep the unused weights still.
 #
-# The operation (`mmarnn_min.routing`; its definition is written out in `docs/design.md`), for GRU outputs h (B, T, D),
-# true lengths L_b, weight (F, T*D) cut into T column blocks W_t (F, D), bias (F,):
+# The operation (`mmarnn_min.routing`; `docs/design.md` writes it out), for GRU outputs
+# h (B, T, D), true lengths L_b, weight (F, T*D) cut into T column blocks W_t (F, D), bias (F,):
 #
 #     out[b] = bias + sum_{t < L_b} W_t h[b, t]                                    (B, F)
 #            = linear(route(h, L), weight, bias),   route zeroes the frames t >= L_b

@@ -259,6 +259,7 @@ def check_05_1(fixed: int, lost_from_start: float, lost_centre: float) -> None:
         kept = fixed_length(frames, torch.tensor([plan.length]), fixed).flatten().long().numpy()
         start_lost.append(np.mean(window >= fixed))
         centre_lost.append(np.mean(~np.isin(window, kept)))
+    assert start_lost, f"no validation video of the preset has {fixed} frames or more: use the lesson's `fixed`"
     _verdict("5.1", _close(lost_from_start, float(np.mean(start_lost)), 1e-6)
              and _close(lost_centre, float(np.mean(centre_lost)), 1e-6),
              "Over the videos with length >= fixed, average the fraction of window frames not kept. A centre "

@@ -4,6 +4,7 @@ passed to its check in ``tutorials/checks.py``. Run: ``python tutorials/solution
 # %%
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))     # tutorials/: checks and _common
@@ -20,6 +21,11 @@ from mmarnn_min.losses import au_soft_targets, mma_loss
 from mmarnn_min.mma import MMA, images_to_tensor
 
 relation = au_relation_matrix()
+# the lesson's images (the same configuration, so the cache it filled serves here too)
+config = preset(_common.PRESET)
+synth = config.data if _common.QUICK else replace(config.data, train_images_per_source=1000, eval_images_per_source=200)
+images = make_images(synth, "train")
+n = len(images)
 
 # %% [markdown]
 # ## 1. The loss of a network that knows nothing
@@ -32,8 +38,6 @@ relation = au_relation_matrix()
 
 # %%
 l_va, l_expr, l_au, l_dm = 1.0, math.log(NUM_EXPRESSIONS), math.log(2), math.log(2)
-images = make_images(preset(_common.PRESET).data, "train")
-n = len(images)
 labels = tuple(torch.from_numpy(a) for a in (images.va, images.expression, images.aus))
 _, parts = mma_loss((torch.zeros(n, 2), torch.zeros(n, NUM_EXPRESSIONS), torch.zeros(n, NUM_AUS)), labels, relation)
 print(f"on paper: L_VA {l_va}, L_EXPR {l_expr:.4f}, L_AU {l_au:.4f}, L_DM {l_dm:.4f}; mma_loss says {parts}")
@@ -51,7 +55,7 @@ checks.check_03_1(l_va, l_expr, l_au, l_dm)
 
 # %%
 torch.manual_seed(0)
-model = MMA(preset(_common.PRESET).mma.model)
+model = MMA(config.mma.model)
 batch = torch.arange(0, n, max(1, n // 48))[:48].numpy()
 _, expression_logits, au_logits = model(images_to_tensor(images.images[batch]))
 q = au_soft_targets(expression_logits.softmax(dim=1), relation).detach()
