@@ -151,7 +151,7 @@ def zeros_like_mrnn(state, z, lengths):
     return z.new_zeros(z.shape[0], state["head.bias"].shape[0])
 
 
-WRONG_ANSWERS = {   # a plausible wrong answer for exercises whose check needs no training run
+WRONG_ANSWERS = {   # a plausible wrong answer for every check that needs no video file or training run
     "check_01_1": (("anger", "disgust"), 4),
     "check_01_2": (0.72, "fear", "anger"),
     "check_01_3": ({1, 2, 5, 12, 25, 26},),
