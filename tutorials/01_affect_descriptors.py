@@ -22,7 +22,7 @@ import numpy as np
 
 import _common
 from mmarnn_min import affect
-from mmarnn_min.data.synth import SynthConfig
+from mmarnn_min.config import preset
 from mmarnn_min.data.synth_labels import EXPRESSION_VA, sample_image_affect
 from mmarnn_min.data.synth_preview import au_row, expression_grid
 
@@ -89,7 +89,7 @@ _common.save(fig, LESSON, "circumplex.png")
 # (VA under each), then the same face with each AU alone at full strength.
 
 # %%
-config = SynthConfig()
+config = preset(_common.PRESET).data                     # SynthAffect's sizes (the tiny preset in quick mode)
 grid = expression_grid(config, per_row=_common.quick(6, 3))
 aus_alone = au_row(config)
 
@@ -183,11 +183,18 @@ _common.save(fig, LESSON, "affect_vector.png")
 # %% [markdown]
 # ## Exercises
 #
-# 1. Compute `relation @ relation.T`. Entry (e, e') counts the AUs two expressions share.
-#    Which pair shares the most? Look at the faces of that pair above: do they look alike?
-# 2. Valence-arousal alone: fit a nearest-centroid classifier on `samples` (the centroid of
-#    each expression's VA) and measure its accuracy on fresh samples. Which expressions does
-#    it confuse, and does the circumplex picture predict it?
+# Check an answer with `tutorials/checks.py`: in a cell (or a script in `tutorials/`) run
+# `import checks`, then the check named after the exercise; it prints "correct" or fails with
+# a hint. Worked solutions: `tutorials/solutions/01_affect_descriptors.py`.
+#
+# 1. Compute `relation @ relation.T`: entry (e, e') counts the AUs two expressions share.
+#    Which two different expressions share the most, and how many? Look at their faces above:
+#    do they look alike? Check: `checks.check_01_1(("name", "name"), count)`.
+# 2. Valence-arousal alone: give each VA sample the expression of the nearest centroid (the
+#    mean VA of each expression's `samples`) and measure the accuracy on fresh samples of
+#    `sample_image_affect`, averaged over the 7 expressions. Which expression is recognised
+#    worst, and which one is it most often taken for? Does the circumplex predict it?
+#    Check: `checks.check_01_2(accuracy, worst, mistaken_for)`.
 # 3. Du et al. also describe *compound* expressions (happily surprised, sadly angry, ...).
-#    Write the R row you would expect for "happily surprised" as the union of two rows, and
-#    check which AUs of it `sample_image_affect` would switch on for either parent.
+#    Write the set of AUs you expect for "happily surprised" as the union of two rows of the
+#    table. Check: `checks.check_01_3(aus)` with the AU numbers, e.g. `{1, 2}`.

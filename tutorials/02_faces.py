@@ -24,7 +24,8 @@ from PIL import Image
 
 import _common
 from mmarnn_min import detectors, faces
-from mmarnn_min.data.synth import SynthConfig, export_videos
+from mmarnn_min.config import preset
+from mmarnn_min.data.synth import export_videos
 from mmarnn_min.video import read_video
 
 LESSON = "02_faces"
@@ -75,7 +76,9 @@ print(f"matched: a known similarity is undone to {exact_error:.1e} px")
 # read one back with `mmarnn_min.video.read_video`, exactly as a real video would be read.
 
 # %%
-config = SynthConfig()
+# the default preset's videos in quick mode too (only fewer of them): the Haar detector below
+# needs faces of a realistic size, which the tiny preset's 48-pixel canvas does not draw
+config = preset("default").data
 video_dir = _common.output_dir(LESSON) / "videos"                          # open the .mp4 files yourself
 paths = export_videos(config, video_dir, splits=("val",), count=_common.quick(3, 1))
 video = read_video(paths[0])
@@ -201,11 +204,20 @@ _common.save(fig, LESSON, "haar_photo.png")
 #
 # ## Exercises
 #
-# 1. Align the SynthAffect frames with the Haar points instead of the true ones and measure,
-#    in the 112 x 112 crop, how far the *true* landmarks land from the template. How much
-#    worse is it than the check above?
-# 2. `similarity_transform` forbids mirrors. Flip the template left-right (x -> 112 - x) and
-#    fit it to the original: what transform do you get, and what residual? Why would allowing
-#    a reflection be wrong for faces whose left and right eye are labelled?
-# 3. The fit weights all 5 points equally. Which point has the largest residual in the check
-#    above, and why might the mouth corners move more than the eyes from frame to frame?
+# Check an answer with `tutorials/checks.py`: in a cell (or a script in `tutorials/`) run
+# `import checks`, then the check named after the exercise; it prints "correct" or fails with
+# a hint. Worked solutions: `tutorials/solutions/02_faces.py`.
+#
+# 1. Align the frames of the first video (`paths[0]`) with the Haar points instead of the true
+#    ones: map the *true* landmarks through each frame's Haar alignment and measure their mean
+#    distance from the template (112 x 112 crop pixels, over the frames where Haar finds a face
+#    and the 5 points). How much worse is it than the check above?
+#    Check: `checks.check_02_1(mean_distance, paths[0])`.
+# 2. `similarity_transform` forbids mirrors. Mirror the template left-right (x -> 112 - x) and
+#    fit it back onto the original: what scale do you get, and what mean distance remains
+#    between the 5 mapped points and their targets? Why would allowing a reflection be wrong
+#    for faces whose left and right eye are labelled?
+#    Check: `checks.check_02_2(scale, mean_residual)`.
+# 3. Which of the 5 points lands farthest from its template point on average in the check
+#    above? Why might it move more than the eyes from frame to frame?
+#    Check: `checks.check_02_3(point, paths)`, the point named as in `POINT_NAMES`.

@@ -23,15 +23,19 @@
 #     L_DM = -mean_{i,k} [ q_ik log sigmoid(u_ik) + (1 - q_ik) log(1 - sigmoid(u_ik)) ]
 
 # %%
+from dataclasses import replace
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 import _common
 from mmarnn_min.affect import AUS, EXPRESSIONS, au_relation_matrix
-from mmarnn_min.data.synth import SOURCES, SynthConfig, make_images
-from mmarnn_min.losses import au_soft_targets, mma_loss
-from mmarnn_min.mma import MMA, MMAConfig, images_to_tensor
-from mmarnn_min.stages.mma import MMATrainConfig, train_mma
+from mmarnn_min.config import preset
+from mmarnn_min.data.synth import SOURCES, make_images
+from mmarnn_min.losses import au_soft_targets, ccc, mma_loss
+from mmarnn_min.mma import MMA, images_to_tensor
+from mmarnn_min.stages.mma import train_mma
 
 LESSON = "03_mma_multitask"
 plt = _common.pyplot()
@@ -41,13 +45,16 @@ torch.manual_seed(0)
 # %% [markdown]
 # ## Three sources, three label sets
 #
-# A small SynthAffect configuration keeps this lesson to a couple of minutes on a laptop CPU.
-# `make_images` renders (or loads from the cache) the images of a split; the three sources
-# follow each other. A missing label is NaN (VA, AUs) or -1 (expression).
+# The data and the network come from the `default` preset of `mmarnn_min.config` (`tiny` in
+# quick mode), with fewer images than the preset's at full size so that the lesson takes a
+# couple of minutes on a laptop CPU. `make_images` renders (or loads from the cache) the
+# images of a split; the three sources follow each other. A missing label is NaN (VA, AUs) or
+# -1 (expression).
 
 # %%
-synth = SynthConfig(train_images_per_source=_common.quick(1000, 160),
-                    eval_images_per_source=_common.quick(200, 48))
+config = preset(_common.PRESET)
+synth = config.data if _common.QUICK else replace(config.data, train_images_per_source=1000,
+                                                  eval_images_per_source=200)
 train = make_images(synth, "train")
 print(f"{len(train)} training crops of {train.images.shape[1:]}")
 for s, name in enumerate(SOURCES):
@@ -80,12 +87,12 @@ _common.save(fig, LESSON, "label_masks.png")
 # %% [markdown]
 # ## The network
 #
-# MMA is a small residual CNN (`MMAConfig()`: about 0.3 M weights at 64 x 64; `.paper()` is
-# ResNet-18 sized) with one shared embedding and three heads. `MMA.features` gives the 26
-# numbers per frame that MRNN reads later.
+# MMA is a small residual CNN (the `paper` preset's is ResNet-18 sized) with one shared
+# embedding and three heads. `MMA.features` gives the 26 numbers per frame that MRNN reads
+# later.
 
 # %%
-model_config = _common.quick(MMAConfig(), MMAConfig.tiny())
+model_config = config.mma.model                                              # MMAConfig of the preset
 model = MMA(model_config)
 batch = torch.arange(0, len(train), len(train) // 48)[:48]                 # a mix of all three sources
 x = images_to_tensor(train.images[batch.numpy()])                           # (48, 3, S, S) in [0, 1]
@@ -125,31 +132,64 @@ axes[-1].set_xticks(range(len(AUS)), [f"AU{au}" for au in AUS], rotation=60, fon
 _common.save(fig, LESSON, "soft_targets.png")
 
 # %% [markdown]
-# ## Check: L_DM is BCE with soft targets, computed by hand
+# ## The loss, assembled from its four terms
 #
-# We evaluate `mma_loss` on the batch, then recompute L_DM in NumPy (float64) straight from
-# the formula above and compare. We also recompute L_EXPR over the labelled samples only.
+# Now the loss of the top of this lesson, term by term, on the batch of real SynthAffect
+# images above (48 images from all three sources, so every kind of missing label occurs),
+# with the network's outputs and the torch functions each term names. The masks are the
+# whole trick of partial labels: each supervised term looks at the samples that carry its
+# label and nothing else; L_DM looks at every sample.
 
 # %%
-labels = (torch.from_numpy(train.va[batch.numpy()]), torch.from_numpy(train.expression[batch.numpy()]),
-          torch.from_numpy(train.aus[batch.numpy()]))
-total, parts = mma_loss((va, expression_logits, au_logits), labels, relation, dm_weight=1.0)
+va_labels, expression_labels, au_labels = (torch.from_numpy(train.va[batch.numpy()]),          # (N, 2), NaN: absent
+                                           torch.from_numpy(train.expression[batch.numpy()]),  # (N,), -1: absent
+                                           torch.from_numpy(train.aus[batch.numpy()]))         # (N, 17), NaN: absent
+dm_weight = config.mma.dm_weight                                             # lambda of the preset's mma stage
+
+# L_VA: 1 - CCC over the samples labelled with each dimension, then the mean of valence and arousal
+va_terms = []
+for dimension in range(2):
+    labelled = ~torch.isnan(va_labels[:, dimension])
+    va_terms.append(1 - ccc(va[labelled, dimension], va_labels[labelled, dimension]))
+l_va = torch.stack(va_terms).mean()
+
+# L_EXPR: cross-entropy over the samples with an expression label
+has_expression = expression_labels >= 0                                      # (N,)
+l_expr = F.cross_entropy(expression_logits[has_expression], expression_labels[has_expression])
+
+# L_AU: binary cross-entropy over the (sample, AU) pairs that are coded
+has_au = ~torch.isnan(au_labels)                                             # (N, 17)
+l_au = F.binary_cross_entropy_with_logits(au_logits[has_au], au_labels[has_au])
+
+# L_DM: binary cross-entropy against the soft targets q = softmax(e) @ R, on every sample
+q = au_soft_targets(expression_logits.softmax(dim=1), relation)              # (N, 17)
+l_dm = F.binary_cross_entropy_with_logits(au_logits, q)
+
+by_hand = l_va + l_expr + l_au + dm_weight * l_dm
+print(f"labelled in this batch: VA {[int((~torch.isnan(va_labels[:, d])).sum()) for d in range(2)]}, "
+      f"expression {int(has_expression.sum())}, AU codes {int(has_au.sum())} of {has_au.numel()}")
+print(f"L_VA {l_va.item():.4f} + L_EXPR {l_expr.item():.4f} + L_AU {l_au.item():.4f} + "
+      f"{dm_weight} x L_DM {l_dm.item():.4f} = {by_hand.item():.4f}")
+
+# %% [markdown]
+# ## Check: the assembled loss is `mma_loss`
+#
+# The package's `mma_loss` must give the same total, the same four parts and the same
+# gradients with respect to the network's three outputs.
+
+# %%
+outputs = (va, expression_logits, au_logits)
+labels = (va_labels, expression_labels, au_labels)
+total, parts = mma_loss(outputs, labels, relation, dm_weight=dm_weight)
 print("mma_loss parts:", {name: round(value, 4) for name, value in parts.items()})
-
-logits_e = expression_logits.detach().double().numpy()
-p = np.exp(logits_e - logits_e.max(1, keepdims=True))
-p /= p.sum(1, keepdims=True)                                                 # softmax, (N, 7)
-q = p @ relation.double().numpy()                                            # (N, 17)
-s = 1 / (1 + np.exp(-au_logits.detach().double().numpy()))                   # sigmoid, (N, 17)
-dm_by_hand = -np.mean(q * np.log(s) + (1 - q) * np.log(1 - s))
-
-has_expression = labels[1].numpy() >= 0
-expr_by_hand = -np.mean(np.log(p[has_expression, labels[1].numpy()[has_expression]]))
-
-assert abs(dm_by_hand - parts["dm"]) < 1e-5, (dm_by_hand, parts["dm"])
-assert abs(expr_by_hand - parts["expr"]) < 1e-5, (expr_by_hand, parts["expr"])
-print(f"matched: L_DM = {parts['dm']:.6f} (by hand {dm_by_hand:.6f}) and L_EXPR = {parts['expr']:.6f} "
-      f"over the {has_expression.sum()} labelled of {len(has_expression)} samples (by hand {expr_by_hand:.6f})")
+for name, term in (("va", l_va), ("expr", l_expr), ("au", l_au), ("dm", l_dm), ("total", by_hand)):
+    assert abs(term.item() - parts[name]) < 1e-5, (name, term.item(), parts[name])
+gradients = torch.autograd.grad(total, outputs, retain_graph=True)
+gradients_by_hand = torch.autograd.grad(by_hand, outputs, retain_graph=True)
+gradient_gap = max((a - b).abs().max().item() for a, b in zip(gradients, gradients_by_hand))
+assert gradient_gap < 1e-6, gradient_gap
+print(f"matched: the four terms assembled here equal mma_loss's parts and total ({parts['total']:.6f}), "
+      f"and their gradients on the three outputs agree to {gradient_gap:.1e}")
 
 # %% [markdown]
 # ## What distribution matching adds: gradient where no label is
@@ -159,19 +199,20 @@ print(f"matched: L_DM = {parts['dm']:.6f} (by hand {dm_by_hand:.6f}) and L_EXPR 
 # the AUs the network sees pull the expression towards those whose Du rows contain them.
 
 # %%
-no_expression = torch.from_numpy(~has_expression)
-for dm_weight in (0.0, 1.0):
+no_expression = ~has_expression
+for weight in (0.0, 1.0):
     logits = expression_logits.detach().requires_grad_()
-    loss, _ = mma_loss((va.detach(), logits, au_logits.detach()), labels, relation, dm_weight)
+    loss, _ = mma_loss((va.detach(), logits, au_logits.detach()), labels, relation, weight)
     (grad,) = torch.autograd.grad(loss, logits)
-    print(f"lambda = {dm_weight}: gradient on the expression logits of the {int(no_expression.sum())} "
+    print(f"lambda = {weight}: gradient on the expression logits of the {int(no_expression.sum())} "
           f"images without an expression label: max |g| = {grad[no_expression].abs().max():.2e}")
-    if dm_weight == 0.0:
+    if weight == 0.0:
         assert grad[no_expression].abs().max() == 0
 
 # %% [markdown]
 # ## Train briefly, with and without L_DM
 #
+# Now that the loss holds no secret, the `mma` stage can compute it for us:
 # `train_mma` (the `mma` stage of `python -m mmarnn_min.train`) mixes the three sources in
 # every batch, evaluates on the validation images after each epoch, keeps the best epoch and
 # reports its test metrics with the chance levels: CCC 0 for VA, a uniform guess for the
@@ -181,11 +222,11 @@ for dm_weight in (0.0, 1.0):
 # are in the comment above `MMATrainConfig`.)
 
 # %%
-epochs = _common.quick(8, 1)
+epochs = _common.quick(8, config.mma.epochs)                                 # 8: a couple of minutes here
 runs = {}
-for name, dm_weight in (("with L_DM", 1.0), ("without L_DM", 0.0)):
-    train_config = MMATrainConfig(model=model_config, epochs=epochs, dm_weight=dm_weight)
-    runs[name] = train_mma(train_config, synth, _common.output_dir(LESSON) / f"mma_dm{dm_weight:g}",
+for name, weight in (("with L_DM", 1.0), ("without L_DM", 0.0)):
+    train_config = replace(config.mma, epochs=epochs, dm_weight=weight)
+    runs[name] = train_mma(train_config, synth, _common.output_dir(LESSON) / f"mma_dm{weight:g}",
                            log=lambda line: print("   ", line))
 chance = runs["with L_DM"]["test_chance"]                                   # chance_levels(test images)
 
@@ -207,14 +248,14 @@ axes[0].legend(fontsize=8)
 _common.save(fig, LESSON, "training_curves.png")
 
 # %% [markdown]
-# Read the numbers with care: one seed, 8 short epochs, and every curve is still rising. The
-# AU F1 is the slowest to move: an AU counts as detected only once its probability passes
+# Read the numbers with care: one seed, a few short epochs, and the curves are still rising.
+# The AU F1 is the slowest to move: an AU counts as detected only once its probability passes
 # 0.5, most AUs are absent from most faces, and "call every AU present" is a strong chance
-# baseline. In our runs L_DM made the clearest difference there (the expression labels reach
-# the AU head through q), while VA and the expressions were about even; only several seeds
-# and longer runs would make that a finding. `python -m mmarnn_min.train mma` trains longer on
-# more images and goes much further (the main README has its numbers). What a short run must
-# show is that the model beats chance on the expressions and carries real VA signal:
+# baseline. That is also where L_DM can matter most, since the expression labels reach the AU
+# head through q; compare the two rows of the table, and remember that only several seeds and
+# longer runs would make a difference between them a finding. `python -m mmarnn_min.train mma`
+# trains longer on more images (`docs/experiments.md` keeps its measured numbers). What a short
+# run must show is that the model beats chance on the expressions and carries real VA signal:
 
 # %%
 if not _common.QUICK:
@@ -223,18 +264,25 @@ if not _common.QUICK:
     print(f"matched: expression F1 {best['expr_f1']:.3f} > chance {chance['expr_f1']:.3f} + 0.1, "
           f"VA CCC {best['va_ccc_mean']:.3f} > 0.3")
 else:
-    print("quick mode: one epoch of a tiny model, no claim about beating chance")
+    print("quick mode: a tiny model trained briefly, no claim about beating chance")
 print("metrics of each run:", [str(_common.output_dir(LESSON) / f"mma_dm{w:g}" / "metrics.json") for w in (1.0, 0.0)])
 
 # %% [markdown]
 # ## Exercises
 #
-# 1. Run the full ablation of the paper's Table: `run_ablation(MMATrainConfig(epochs=5),
-#    synth, "runs/ablation")` from `mmarnn_min.stages.mma` (five trainings: all tasks with
-#    and without L_DM, each task alone; about 3-4 minutes here) and print it with
-#    `format_ablation`. Which task gains most from being trained with the others?
-# 2. Detach the soft targets: recompute L_DM by hand with `q.detach()` in torch and compare
-#    the gradient on the expression logits of the AU-only images with the one above. What
-#    does each version teach the expression head?
-# 3. Change lambda (`dm_weight` = 0.1, 0.3, 3) and plot the validation AU F1 after 5 epochs.
-#    Is there a value past which the expression F1 starts to suffer?
+# Check an answer with `tutorials/checks.py`: in a cell (or a script in `tutorials/`) run
+# `import checks`, then the check named after the exercise; it prints "correct" or fails with
+# a hint. Worked solutions: `tutorials/solutions/03_mma_multitask.py`.
+#
+# 1. A network that knows nothing outputs VA = 0 for every face, equal logits for the 7
+#    expressions and AU logits of 0. Work out L_VA, L_EXPR, L_AU and L_DM for it on paper
+#    (whatever the labels), then confirm with `mma_loss`. Why does L_DM not depend on q here?
+#    Check: `checks.check_03_1(l_va, l_expr, l_au, l_dm)`.
+# 2. Detach the soft targets: compute L_DM with `q.detach()` on the batch above and take its
+#    gradient on the expression logits of the images without an expression label. What is
+#    its largest magnitude, and which head ("expression" or "au") does the detached L_DM
+#    still train? Check: `checks.check_03_2(max_gradient, head)`.
+# 3. AU evidence teaching the expression head: with equal expression logits and AU
+#    probabilities of 0.95 for AU12 and AU25 and 0.05 for every other AU, which expression's
+#    logit does a gradient-descent step on L_DM raise the most? Check it against the Du
+#    table. Check: `checks.check_03_3(expression)`.

@@ -23,7 +23,7 @@ import torch
 import _common
 from mmarnn_min.affect import AFFECT_DIM
 from mmarnn_min.bench.gru import measure
-from mmarnn_min.data.synth import SynthConfig
+from mmarnn_min.config import preset
 from mmarnn_min.data.synth_labels import oracle_features
 from mmarnn_min.data.synth_make import video_plan
 from mmarnn_min.gru import GRU, gru_layer
@@ -41,7 +41,7 @@ torch.manual_seed(0)
 # `oracle_features` turns them into z_t. We pad 4 videos of different lengths to the longest.
 
 # %%
-config = SynthConfig()
+config = preset(_common.PRESET).data                  # SynthAffect's sizes (the tiny preset in quick mode)
 plans = [video_plan(config, "val", index)[0] for index in range(4)]
 lengths = torch.tensor([plan.length for plan in plans])
 x = torch.zeros(len(plans), int(lengths.max()), AFFECT_DIM)                  # (B, T, 26), zero padding
@@ -178,7 +178,7 @@ print("matched: outputs before each video's length are bit-for-bit the same with
 #
 # torch.nn.GRU runs its time loop in C++; ours runs it in Python but computes all the input
 # projections in one matrix product first. `mmarnn_min.bench.gru.measure` times both, in
-# alternating turns (the README has the numbers at the paper's size).
+# alternating turns; `python -m mmarnn_min.bench --only gru` runs it at the paper's size.
 
 # %%
 rows = measure(torch.device("cpu"), batch=8, frames=_common.quick(160, 24), input_size=AFFECT_DIM,
@@ -190,11 +190,19 @@ for row in rows:
 # %% [markdown]
 # ## Exercises
 #
+# Check an answer with `tutorials/checks.py`: in a cell (or a script in `tutorials/`) run
+# `import checks`, then the check named after the exercise; it prints "correct" or fails with
+# a hint. Worked solutions: `tutorials/solutions/04_gru.py`.
+#
 # 1. `last_ours` (h_n) is the state after the *padded* length T, not after each video's own
 #    length. Compare `last_ours[0, b]` with `out_ours[b, lengths[b] - 1]` for every video:
-#    which ones differ, and why does MRNN read the per-frame outputs instead?
+#    which videos b differ, and why does MRNN read the per-frame outputs instead?
+#    Check: `checks.check_04_1(videos)` with the set of indices b.
 # 2. Memory: compute the gradient of `out_ours[b, L-1].sum()` with respect to `x_ours[b, t]`
 #    for every t and plot its norm against t. How fast does the influence of old frames fade
-#    in this untrained GRU? Multiply `weight_hh_l0` by 3 and look again.
-# 3. Write an LSTM step from its equations (gates i, f, g, o; torch's order) and check it
-#    against `torch.nn.LSTM` with the same state dict, as this lesson did for the GRU.
+#    in this untrained GRU? Multiply `weight_hh_l0` by 3 and look again. (Open: the worked
+#    solution draws both curves.)
+# 3. Write an LSTM layer from its equations, `lstm_layer(x, h0, c0, weight_ih, weight_hh,
+#    bias_ih, bias_hh) -> outputs (B, T, H)` (gates i, f, g, o in torch's order), as this
+#    lesson did for the GRU. Check: `checks.check_04_3(lstm_layer)` compares it with
+#    `torch.nn.LSTM` holding the same weights.

@@ -9,8 +9,8 @@
 # operation's definition as a loop and check the package against it, prove its gradient
 # properties, and see why the optimizer must keep the unused weights still.
 #
-# The operation (DESIGN section 2; `mmarnn_min.routing`), for GRU outputs h (B, T, D),
-# true lengths L_b, weight (F, T*D) cut into T column blocks W_t (F, D), bias (F,):
+# The operation (`mmarnn_min.routing`; `docs/design.md` writes it out), for GRU outputs
+# h (B, T, D), true lengths L_b, weight (F, T*D) cut into T column blocks W_t (F, D), bias (F,):
 #
 #     out[b] = bias + sum_{t < L_b} W_t h[b, t]                                    (B, F)
 #            = linear(route(h, L), weight, bias),   route zeroes the frames t >= L_b
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 import _common
-from mmarnn_min.data.synth import SynthConfig
+from mmarnn_min.config import preset
 from mmarnn_min.data.synth_make import video_plan
 from mmarnn_min.optim import LazyAdam
 from mmarnn_min.routing import available_backends, masked_routing, route
@@ -40,15 +40,16 @@ torch.manual_seed(0)
 # %% [markdown]
 # ## The old way: crop or loop to a fixed length
 #
-# Take SynthAffect's validation videos (20 to 96 frames; each shows its reaction only inside a
-# window of frames) and force them to a fixed length of 48 frames: longer videos keep their
-# first 48 frames, shorter ones are played again from the start until they fill 48. How much
-# of the reaction window survives, and how much is counted twice?
+# Take SynthAffect's validation videos (each shows its reaction only inside a window of
+# frames) and force them to a fixed length, the middle of the preset's range of lengths:
+# longer videos keep their first `fixed` frames, shorter ones are played again from the start
+# until they fill it. How much of the reaction window survives, and how much is counted twice?
 
 # %%
-config = SynthConfig()
-fixed = 48
-plans = [video_plan(config, "val", index)[0] for index in range(_common.quick(100, 30))]
+config = preset(_common.PRESET).data                      # SynthAffect's sizes (the tiny preset in quick mode)
+fixed = (config.min_frames + config.max_frames) // 2      # about half the videos are longer
+plans = [video_plan(config, "val", index)[0] for index in range(config.eval_videos)]
+print(f"{len(plans)} validation videos of {config.min_frames}-{config.max_frames} frames, fixed length {fixed}")
 lost, doubled = [], []
 for plan in plans:
     start, stop = plan.window
@@ -59,7 +60,7 @@ for plan in plans:
         kept = np.arange(fixed) % plan.length                     # the looped frame indices
         doubled.append(np.isin(kept, window).sum() / len(window) - 1)  # extra copies of the window
 lost, doubled = np.array(lost), np.array(doubled)
-print(f"{len(lost)} videos longer than {fixed} frames: cropping loses {lost.mean():.0%} of the reaction "
+print(f"{len(lost)} videos of at least {fixed} frames: cropping loses {lost.mean():.0%} of the reaction "
       f"window on average, all of it in {np.mean(lost == 1):.0%} of them")
 print(f"{len(doubled)} shorter videos: looping shows their window {1 + doubled.mean():.2f} times on average")
 
@@ -234,10 +235,19 @@ _common.save(fig, LESSON, "lazy_adam.png")
 # %% [markdown]
 # ## Exercises
 #
-# 1. Cropping from the start is not the only choice. Repeat the first experiment with a
-#    centre crop and with a random crop: which loses the least of the reaction window? Can any
-#    fixed crop lose nothing without knowing where the window is?
-# 2. Sample independence: change video 0's frames and check that the outputs of the other
-#    videos in the batch do not change at all. Which line of the definition guarantees it?
-# 3. With plain Adam, how many steps of short batches does it take before the blocks that
-#    only step 1 reached stop moving (say, change < 1e-6)? Explain with Adam's m and v.
+# Check an answer with `tutorials/checks.py`: in a cell (or a script in `tutorials/`) run
+# `import checks`, then the check named after the exercise; it prints "correct" or fails with
+# a hint. Worked solutions: `tutorials/solutions/05_masked_routing.py`.
+#
+# 1. Cropping from the start is not the only choice. Repeat the first experiment with the
+#    centre crop of `mmarnn_min.mrnn_variants.fixed_length` (the `fixed` ablation): over the
+#    videos at least `fixed` frames long, which crop loses less of the reaction window on
+#    average? Can any fixed crop lose nothing without knowing where the window is?
+#    Check: `checks.check_05_1(fixed, lost_from_start, lost_centre)`.
+# 2. Sample independence: change video 0's frames and measure the largest change of the
+#    other videos' outputs of `masked_routing`. Which line of the definition guarantees it?
+#    Check: `checks.check_05_2(max_change)`.
+# 3. Plain Adam (lr 0.01, the default betas): a weight gets gradient 1 at step 1 (a block
+#    that only step 1's long video reached) and 0 at every later step. Counting steps from 1,
+#    at which step k does its change first fall below 1e-6? Explain with Adam's m and v.
+#    Check: `checks.check_05_3(k)`.

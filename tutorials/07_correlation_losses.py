@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 import _common
 from mmarnn_min.affect import REACTIONS
-from mmarnn_min.data.synth import SynthConfig
+from mmarnn_min.config import ablation_data
 from mmarnn_min.data.synth_baseline import summarise
 from mmarnn_min.data.synth_labels import oracle_features
 from mmarnn_min.data.synth_make import video_plan
@@ -104,9 +104,11 @@ _common.save(fig, LESSON, "loss_vs_scale_and_shift.png")
 # `synth_baseline.summarise`): no pixels, no GRU, just a linear layer 52 -> 7. We fit it three
 # times, with the Pearson loss, MSE and 1 - CCC, on mini-batches of 64 videos (the Pearson
 # loss is a *batch* statistic, as in MRNN), then read Pearson and MSE of each on test videos.
+# The videos are the preset's with 300 test videos (`ablation_data`, the data of the
+# ablations), so that the three losses' differences stand out of the noise.
 
 # %%
-config = SynthConfig()
+config = ablation_data(_common.PRESET)                     # SynthConfig: default (tiny in quick mode), 300 test videos
 
 
 def video_summaries(split: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,8 +120,8 @@ def video_summaries(split: str, count: int) -> tuple[torch.Tensor, torch.Tensor]
     return torch.tensor(np.array(x), dtype=torch.float32), torch.tensor(np.array(y))
 
 
-x_train, y_train = video_summaries("train", _common.quick(1200, 200))
-x_test, y_test = video_summaries("test", _common.quick(400, 100))
+x_train, y_train = video_summaries("train", config.train_videos)
+x_test, y_test = video_summaries("test", config.eval_videos)
 mean, std = x_train.mean(0), x_train.std(0) + 1e-6
 x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
 print(f"{len(x_train)} train and {len(x_test)} test videos, {x_train.shape[1]} features each; "
@@ -183,12 +185,20 @@ _common.save(fig, LESSON, "predictions_vs_truth.png")
 #
 # ## Exercises
 #
-# 1. Calibrate the Pearson-trained model: for each reaction fit a, b by least squares on the
-#    *training* predictions, apply them to the test predictions, and check that the test
+# Check an answer with `tutorials/checks.py`: in a cell (or a script in `tutorials/`) run
+# `import checks`, then the check named after the exercise; it prints "correct" or fails with
+# a hint. Worked solutions: `tutorials/solutions/07_correlation_losses.py`.
+#
+# 1. Calibrate the Pearson-trained model: write `calibrate(predictions, labels) -> (a, b)`,
+#    the least-squares fit labels ~ a * predictions + b of each reaction, fit it on the
+#    *training* predictions, apply it to the test predictions and confirm that the test
 #    Pearson is unchanged while the MSE drops. When could a < 0 happen, and what then?
-# 2. The Pearson loss is a batch statistic. Retrain it with batches of 4, 16 and 256 videos.
-#    What happens with very small batches, and why (think of the variance of a correlation
-#    estimated from 4 samples)?
+#    Check: `checks.check_07_1(calibrate)`.
+# 2. The Pearson loss is a batch statistic. Which values can it take on a batch of 2 videos
+#    (one reaction, two different predictions, two different labels)? What does that tell
+#    you about training with very small batches? Check: `checks.check_07_2(values)`; the
+#    worked solution then retrains with batches of 4, 16 and 256.
 # 3. Replace the "mean+max" summary by "window mean+max" (the true reaction window, which a
 #    real model must find by itself). How much higher does each loss's test Pearson go?
-#    Compare with `python -m mmarnn_min.data.synth --baseline`.
+#    Compare with `python -m mmarnn_min.data.synth --baseline`. (Open: the worked solution
+#    prints both tables.)

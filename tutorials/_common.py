@@ -5,6 +5,9 @@
     MMARNN_TUTORIAL_OUT=DIR  where figures and training runs go (default: runs/tutorials/ in
                              the repository, which git ignores)
 
+The lessons take their data and network sizes from the presets of ``mmarnn_min.config``:
+``default`` at full size, ``tiny`` in quick mode (``PRESET``).
+
 In a notebook (Jupyter, VS Code) figures show inline and are saved too; as a script,
 matplotlib draws off-screen (the Agg backend) and the lesson prints where each PNG went.
 """
@@ -17,6 +20,9 @@ from pathlib import Path
 
 QUICK = os.environ.get("MMARNN_QUICK", "") not in ("", "0")
 REPO = Path(__file__).resolve().parent.parent
+# The preset of ``mmarnn_min.config`` every lesson takes its data and sizes from, so that each
+# number a lesson prints traces back to one configuration: ``preset(PRESET)``.
+PRESET = "tiny" if QUICK else "default"
 
 
 def in_notebook() -> bool:

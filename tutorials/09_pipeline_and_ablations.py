@@ -1,5 +1,5 @@
 # %% [markdown]
-# # Lesson 8: the whole pipeline, the ablations, and how to read the report
+# # Lesson 9: the whole pipeline, the ablations, and how to read the report
 #
 # **Goal.** Run MMA-MRNNet end to end the way `python -m mmarnn_min.train` does (stages
 # `mma`, `features`, `mrnn`), read every number of the report it writes, check the headline
@@ -16,8 +16,9 @@
 # vectors instead of MMA's estimates. The oracle is the ceiling of the video half of the model:
 # the gap between the two measures what MMA's per-frame errors cost.
 #
-# This lesson uses a reduced SynthAffect and small networks so it runs in about two minutes on
-# a laptop CPU; the README gives the numbers of the full default run.
+# This lesson starts from the `tiny` preset with a little more data, so that it runs in a
+# minute or two on a laptop CPU; `python -m mmarnn_min.train` with no flags runs the
+# `default` preset.
 
 # %%
 import json
@@ -30,9 +31,9 @@ from mmarnn_min.metrics import pearson
 from mmarnn_min.config import preset
 from mmarnn_min.train import main as train
 
-LESSON = "08_pipeline_and_ablations"
+LESSON = "09_pipeline_and_ablations"
 plt = _common.pyplot()
-_common.banner("Lesson 8: the whole pipeline, the ablations and the report")
+_common.banner("Lesson 9: the whole pipeline, the ablations and the report")
 out = _common.output_dir(LESSON)
 
 # %% [markdown]
@@ -111,10 +112,11 @@ _common.save(figure, LESSON, "report_plots.png")
 # detector uses) and predict the first.
 
 # %%
-from mmarnn_min.data.synth import SynthConfig, export_videos
+from mmarnn_min.config import load_config
+from mmarnn_min.data.synth import export_videos
 from mmarnn_min.predict import main as predict
 
-data = SynthConfig(**json.loads((run / "config.json").read_text())["data"])
+data = load_config(str(run / "config.json")).data                     # the run's SynthConfig
 videos = export_videos(data, out / "videos", splits=("test",), count=2)
 result = predict([str(videos[0]), "--checkpoint", str(run), "--json", "--device", "cpu"])
 assert set(result["intensities"]) == set(REACTIONS)
@@ -141,16 +143,24 @@ assert set(table) == {"paper", "fixed", "au"}
 # %% [markdown]
 # ## Exercises
 #
-# 1. Run `python -m mmarnn_min.train` with no arguments (the default config: a few minutes)
-#    and compare `pearson_mean` with `oracle_pearson_mean`. Then measure how far MMA's
-#    per-frame vectors are from the true ones on the validation videos (the cached
-#    `features/*.npz` against `make_videos(config, "val").oracle`): which of the 26 values
-#    does MMA get worst, and does that explain which reactions lose most? Then run
-#    `python -m mmarnn_min.ceiling --threads 1` (an MMA of the same size told the true values
-#    of video frames): how much of the gap would a perfectly supervised MMA close?
-# 2. Run the full ablation (`python -m mmarnn_min.ablate`, about ten minutes) and state, for
-#    each of the paper's orderings it prints, whether the difference is larger than the
-#    spread over seeds.
-# 3. Run stage `e2e` on your default run (`python -m mmarnn_min.train e2e`) and explain, from
-#    the module docstring of `mmarnn_min/stages/e2e.py`, why MMA's batch norm statistics are
-#    kept frozen while its weights are fine-tuned.
+# Check an answer with `tutorials/checks.py`: in a cell (or a script in `tutorials/`) run
+# `import checks`, then the check named after the exercise; it prints "correct" or fails with
+# a hint. Worked solutions: `tutorials/solutions/09_pipeline_and_ablations.py`.
+#
+# 1. How far are MMA's per-frame vectors from the true ones? Compare this run's cached
+#    validation features (`load_run_features(run)["val"]`, `mmarnn_min.stages.features`) with
+#    the true vectors (`oracle_sequences(data, "val")`): which of the 26 values has the largest
+#    mean absolute error over all frames? Does it explain which reactions lose most against
+#    the oracle? Check: `checks.check_09_1(name, run)`, the name as in `checks.AFFECT_NAMES`.
+# 2. Load the oracle's best MRNN (`load_mrnn(run / "oracle" / "best.pt")`,
+#    `mmarnn_min.checkpoints`) and compute its mean validation Pearson on the true per-frame
+#    vectors. Which number of `run / "oracle" / "metrics.json"` must it equal, and why is it
+#    not the report's `oracle_pearson_mean`? Check: `checks.check_09_2(val_pearson, run)`.
+# 3. Run stage `e2e` on this run (`train(["e2e", "--out", str(run), "--device", "cpu"])`) and
+#    measure the largest change of any of MMA's batch-norm running statistics between
+#    `mma/best.pt` and `e2e/best.pt`. Explain it from the docstring of
+#    `mmarnn_min/stages/e2e.py`. Check: `checks.check_09_3(largest_change, run)`.
+# 4. Run the full ablation (`python -m mmarnn_min.ablate`: minutes, as every variant trains
+#    several seeds) and state, for each of the paper's orderings it prints, whether the
+#    difference is larger than the spread over seeds. (Open: the worked solution runs a
+#    smaller one and reads it.)
