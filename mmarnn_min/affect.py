@@ -41,6 +41,8 @@ NUM_EXPRESSIONS = len(EXPRESSIONS)
 NUM_AUS = len(AUS)
 NUM_REACTIONS = len(REACTIONS)
 AFFECT_DIM = NUM_VA + NUM_EXPRESSIONS + NUM_AUS  # 26
+# The names of z_t's 26 values, in order (column names of tables and plots).
+AFFECT_NAMES: tuple[str, ...] = ("valence", "arousal", *EXPRESSIONS, *(f"AU{au}" for au in AUS))
 
 
 def au_relation_matrix(dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -15,6 +15,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+# The 5 landmarks, in RetinaFace's order ("left" = image left).
+LANDMARK_NAMES: tuple[str, ...] = ("left eye", "right eye", "nose tip", "left mouth", "right mouth")
+
 # ArcFace's 112 x 112 template: left eye, right eye, nose tip, left/right mouth corner (x, y).
 ALIGN_TEMPLATE_112 = np.array(
     [

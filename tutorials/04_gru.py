@@ -47,7 +47,7 @@ lengths = torch.tensor([plan.length for plan in plans])
 x = torch.zeros(len(plans), int(lengths.max()), AFFECT_DIM)                  # (B, T, 26), zero padding
 for b, plan in enumerate(plans):
     x[b, :plan.length] = torch.from_numpy(oracle_features(plan.aus, plan.va))
-print(f"x {tuple(x.shape)}, lengths {lengths.tolist()}, reaction windows {[plan.window for plan in plans]}")
+print(f"x {tuple(x.shape)}, lengths {lengths.tolist()}, reaction windows {[plan.windows for plan in plans]}")
 
 # %% [markdown]
 # ## Same names, same shapes, same weights
@@ -135,7 +135,7 @@ assert step_error < 1e-5
 print(f"matched: stepping the equations by hand reproduces the module's h_t to {step_error:.1e}")
 
 # %%
-start, stop = plans[video].window
+windows = plans[video].windows                                                  # [(start, stop), ...]
 panels = {"x (input z_t)": x[video, :lengths[video]], **gates}                  # name -> (L, features)
 fig, axes = plt.subplots(len(panels), 1, figsize=(10, 11), sharex=True)
 for ax, (name, values) in zip(axes, panels.items()):
@@ -143,11 +143,11 @@ for ax, (name, values) in zip(axes, panels.items()):
     image = ax.imshow(values.T.numpy(), aspect="auto", interpolation="nearest",
                       cmap="coolwarm" if signed else "viridis", vmin=-1 if signed else 0, vmax=1)
     ax.set_ylabel(f"{name}\n{'feature' if name.startswith('x') else 'unit'}", fontsize=8)
-    for edge in (start, stop):
+    for edge in (edge for window in windows for edge in window):
         ax.axvline(edge - 0.5, color="white" if not signed else "black", ls="--", lw=1)
     fig.colorbar(image, ax=ax, pad=0.01)
-axes[0].set_title(f"video {video} ({int(lengths[video])} frames); dashed: the reaction window "
-                  f"[{start}, {stop})", fontsize=9)
+axes[0].set_title(f"video {video} ({int(lengths[video])} frames); dashed: the reaction window(s) "
+                  + ", ".join(f"[{start}, {stop})" for start, stop in windows), fontsize=9)
 axes[-1].set_xlabel("frame t")
 _common.save(fig, LESSON, "gates.png")
 

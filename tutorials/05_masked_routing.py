@@ -52,8 +52,7 @@ plans = [video_plan(config, "val", index)[0] for index in range(config.eval_vide
 print(f"{len(plans)} validation videos of {config.min_frames}-{config.max_frames} frames, fixed length {fixed}")
 lost, doubled = [], []
 for plan in plans:
-    start, stop = plan.window
-    window = np.arange(start, stop)
+    window = np.flatnonzero(plan.in_window)                       # the frames of its reaction windows
     if plan.length >= fixed:
         lost.append(np.mean(window >= fixed))                     # window frames cut away
     else:
@@ -69,7 +68,8 @@ shown = plans[:10]
 fig, ax = plt.subplots(figsize=(9, 4))
 for row, plan in enumerate(shown):
     ax.barh(row, plan.length, color="lightgrey", edgecolor="grey")
-    ax.barh(row, plan.window[1] - plan.window[0], left=plan.window[0], color="tab:red", alpha=0.7)
+    for start, stop in plan.windows:                              # one or more reaction windows
+        ax.barh(row, stop - start, left=start, color="tab:red", alpha=0.7)
     if plan.length < fixed:
         ax.barh(row, fixed - plan.length, left=plan.length, color="none", edgecolor="tab:blue", hatch="//")
 ax.axvline(fixed, color="black", ls="--")
@@ -240,7 +240,7 @@ _common.save(fig, LESSON, "lazy_adam.png")
 # a hint. Worked solutions: `tutorials/solutions/05_masked_routing.py`.
 #
 # 1. Cropping from the start is not the only choice. Repeat the first experiment with the
-#    centre crop of `mmarnn_min.mrnn_variants.fixed_length` (the `fixed` ablation): over the
+#    centre crop of `mmarnn_min.mrnn_variants.fixed_length` (its "crop_repeat" strategy): over the
 #    videos at least `fixed` frames long, which crop loses less of the reaction window on
 #    average? Can any fixed crop lose nothing without knowing where the window is?
 #    Check: `checks.check_05_1(fixed, lost_from_start, lost_centre)`.

@@ -115,7 +115,7 @@ def video_summaries(split: str, count: int) -> tuple[torch.Tensor, torch.Tensor]
     x, y = [], []
     for index in range(count):
         plan, _ = video_plan(config, split, index)
-        x.append(summarise(oracle_features(plan.aus, plan.va), plan.window, "mean+max"))
+        x.append(summarise(oracle_features(plan.aus, plan.va), plan.in_window, "mean+max"))
         y.append(plan.reactions)
     return torch.tensor(np.array(x), dtype=torch.float32), torch.tensor(np.array(y))
 

@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 
 import _common
-from mmarnn_min import affect
+from mmarnn_min import affect, faces
 from mmarnn_min.config import preset
 
-AFFECT_NAMES = ["valence", "arousal", *affect.EXPRESSIONS, *(f"AU{au}" for au in affect.AUS)]  # z's 26 values
-POINT_NAMES = ["left eye", "right eye", "nose tip", "left mouth", "right mouth"]  # the 5 landmarks, in order
+AFFECT_NAMES = list(affect.AFFECT_NAMES)        # z's 26 values
+POINT_NAMES = list(faces.LANDMARK_NAMES)        # the 5 landmarks, in order
 
 
 def _require(exercise: str, ok: bool, hint: str) -> None:
@@ -107,8 +107,6 @@ def check_01_3(aus: Iterable[int]) -> None:
 def _template_distances(landmarks: np.ndarray, points: np.ndarray, size: int = 112) -> np.ndarray:
     """(5,) distances from the template of ``landmarks`` mapped by the alignment fitted to
     ``points`` (both (5, 2) pixels of the same frame)."""
-    from mmarnn_min import faces
-
     matrix = faces.alignment_matrix(points, size)
     return np.linalg.norm(landmarks @ matrix[:, :2].T + matrix[:, 2] - faces.align_template(size), axis=1)
 
@@ -254,9 +252,9 @@ def check_05_1(fixed: int, lost_from_start: float, lost_centre: float) -> None:
     for plan in plans:
         if plan.length < fixed:
             continue
-        window = np.arange(*plan.window)
+        window = np.flatnonzero(plan.in_window)
         frames = torch.arange(plan.length, dtype=torch.float64).reshape(1, -1, 1)   # frame t holds the value t
-        kept = fixed_length(frames, torch.tensor([plan.length]), fixed).flatten().long().numpy()
+        kept = fixed_length(frames, torch.tensor([plan.length]), fixed, "crop_repeat")[0].flatten().long().numpy()
         start_lost.append(np.mean(window >= fixed))
         centre_lost.append(np.mean(~np.isin(window, kept)))
     assert start_lost, f"no validation video of the preset has {fixed} frames or more: use the lesson's `fixed`"

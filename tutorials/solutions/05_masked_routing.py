@@ -32,9 +32,9 @@ for index in range(config.eval_videos):
     plan = video_plan(config, "val", index)[0]
     if plan.length < fixed:
         continue
-    window = np.arange(*plan.window)
+    window = np.flatnonzero(plan.in_window)
     frames = torch.arange(plan.length, dtype=torch.float64).reshape(1, -1, 1)   # frame t holds the value t
-    kept = fixed_length(frames, torch.tensor([plan.length]), fixed).flatten().long().numpy()
+    kept = fixed_length(frames, torch.tensor([plan.length]), fixed, "crop_repeat")[0].flatten().long().numpy()
     lost_from_start.append(np.mean(window >= fixed))
     lost_centre.append(np.mean(~np.isin(window, kept)))
 print(f"{len(lost_centre)} videos of at least {fixed} frames lose on average {np.mean(lost_from_start):.1%} of "

@@ -30,7 +30,7 @@ def video_summaries(split: str, count: int, summary: str) -> tuple[torch.Tensor,
     x, y = [], []
     for index in range(count):
         plan, _ = video_plan(config, split, index)
-        x.append(summarise(oracle_features(plan.aus, plan.va), plan.window, summary))
+        x.append(summarise(oracle_features(plan.aus, plan.va), plan.in_window, summary))
         y.append(plan.reactions)
     return torch.tensor(np.array(x), dtype=torch.float32), torch.tensor(np.array(y))
 
