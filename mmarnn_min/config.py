@@ -45,6 +45,7 @@ class PipelineConfig:
     mrnn: MRNNTrainConfig = field(default_factory=lambda: MRNNTrainConfig(model=MRNNConfig(max_frames=80)))
     e2e: E2ETrainConfig = field(default_factory=E2ETrainConfig)
     seed: int = 0                    # training seed (initialisation, shuffling)
+    amp: bool = False                # train in bfloat16 autocast (for a GPU; on a CPU without bfloat16 units it is slower)
     oracle: bool = True              # on SynthAffect, also train the MRNN on the true per-frame affect (the ceiling)
     features_batch_size: int = 512   # frames per forward pass of the frozen MMA
     hume: str = ""                   # Hume-Reaction root (MuSe 2022 or ABAW5 layout): its videos replace SynthAffect's

@@ -105,7 +105,8 @@ def mma_checkpoint(out: Path) -> Path:
 
 
 def run_mma(config: PipelineConfig, out: Path, device: torch.device, resume: bool, run_id: str) -> dict:
-    return train_mma(config.mma, image_data(config), out / "mma", device, config.seed, resume, run_id=run_id)
+    return train_mma(config.mma, image_data(config), out / "mma", device, config.seed, resume, run_id=run_id,
+                     amp=config.amp)
 
 
 def run_features_stage(config: PipelineConfig, out: Path, device: torch.device, resume: bool, run_id: str) -> dict:
@@ -120,12 +121,12 @@ def run_features_stage(config: PipelineConfig, out: Path, device: torch.device, 
 
 def run_mrnn(config: PipelineConfig, out: Path, device: torch.device, resume: bool, run_id: str) -> dict:
     results = {"mrnn": train_and_test(config.mrnn, load_run_features(out), out / "mrnn", device, config.seed, resume,
-                                      run_id=run_id)}
+                                      run_id=run_id, amp=config.amp)}
     if config.oracle and not config.hume:
         oracle = {split: oracle_sequences(config.data, split) for split in ("train", "val", "test")}
         print("oracle: the same MRNN on SynthAffect's true per-frame affect (the ceiling)")
         results["oracle"] = train_and_test(config.mrnn, oracle, out / "oracle", device, config.seed, resume,
-                                           run_id=run_id)
+                                           run_id=run_id, amp=config.amp)
     return results
 
 
@@ -149,7 +150,7 @@ def run_e2e(config: PipelineConfig, out: Path, device: torch.device, resume: boo
     trained = load_trained(out, device, e2e=False)
     splits = {split: frame_videos(config, out, split, trained.image_size) for split in ("train", "val", "test")}
     results = train_e2e(config.e2e, trained.mma, trained.mrnn, trained.image_size, splits["train"], splits["val"],
-                        out / "e2e", device, config.seed, resume, run_id=run_id)
+                        out / "e2e", device, config.seed, resume, run_id=run_id, amp=config.amp)
     best = load_trained(out, device)
     split = "test" if np.isfinite(splits["test"].reactions).all() else "val"
     results["test_split"] = split
@@ -177,11 +178,11 @@ STAGE_NEEDS: dict[str, tuple[str, ...]] = {"mma": (), "features": ("mma/best.pt"
                                            "mrnn": ("features/latest.json",), "e2e": ("mma/best.pt", "mrnn/best.pt")}
 # stage -> the config fields (dotted paths, or their first parts) its results depend on
 STAGE_INPUTS: dict[str, tuple[str, ...]] = {
-    "mma": ("data.", "mma.", "seed", "affwild2", "affwild2_every", "affectnet", "emotionet", "emotionet_images",
+    "mma": ("data.", "mma.", "seed", "amp", "affwild2", "affwild2_every", "affectnet", "emotionet", "emotionet_images",
             "synth_images"),
     "features": ("data.", "hume", "detector", "retinaface_weights", "stride"),
-    "mrnn": ("mrnn.", "seed", "oracle"),
-    "e2e": ("e2e.", "seed"),
+    "mrnn": ("mrnn.", "seed", "oracle", "amp"),
+    "e2e": ("e2e.", "seed", "amp"),
 }
 
 

@@ -26,6 +26,13 @@ def resolve_device(device: str = "auto") -> torch.device:
     return chosen
 
 
+def mixed_precision(device: torch.device, enabled: bool):
+    """The context a training step's forward pass runs in: bfloat16 autocast on ``device`` when
+    ``enabled`` (matrix products in bfloat16, sums and the recurrent state in float32; no loss
+    scaling is needed, bfloat16 has float32's range), else full precision."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
 def set_threads(threads: int | None) -> None:
     """Use ``threads`` CPU threads for PyTorch (None: torch's default, one per core)."""
     if threads is None:

@@ -12,7 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmarnn_min import extension
-from mmarnn_min.routing import available_backends, masked_routing, masked_routing_fallback, route
+from mmarnn_min.routing import (
+    available_backends,
+    masked_routing,
+    masked_routing_fallback,
+    route,
+)
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]

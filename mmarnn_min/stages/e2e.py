@@ -36,6 +36,7 @@ from mmarnn_min.mrnn import MRNN
 from mmarnn_min.mrnn_variants import variant_of
 from mmarnn_min.optim import mrnn_optimizer
 from mmarnn_min.progress import ProgressLine
+from mmarnn_min.runtime import mixed_precision
 
 
 @dataclass
@@ -100,6 +101,7 @@ def train_e2e(
     resume: bool = False,
     log: Callable[[str], None] = print,
     run_id: str | None = None,
+    amp: bool = False,
 ) -> dict:
     """Fine-tune ``mma`` and ``mrnn`` (already trained, on ``device``) for ``config.epochs``
     epochs; returns what is also written to ``out_dir/metrics.json``: the validation Pearson
@@ -142,9 +144,11 @@ def train_e2e(
             mma.eval()                     # batch norm keeps its image statistics; weights train
             mrnn.train()
             batch = order[step * config.batch_size:(step + 1) * config.batch_size].tolist()
-            z, lengths = video_features(mma, [train_videos.frames(i) for i in batch], device)  # (B, T, 26)
             target = torch.as_tensor(train_videos.reactions[batch], device=device)             # (B, 7)
-            loss = pearson_loss(mrnn(z, lengths), target)
+            with mixed_precision(device, amp):
+                z, lengths = video_features(mma, [train_videos.frames(i) for i in batch], device)  # (B, T, 26)
+                prediction = mrnn(z, lengths)                                                  # (B, 7)
+            loss = pearson_loss(prediction.float(), target)
             finite_loss(loss.item(), f"stage e2e, epoch {epoch}, step {step + 1}",
                         "check the video labels and the learning rates (--e2e-mma-lr, --e2e-mrnn-lr)")
             mma_optimizer.zero_grad(set_to_none=True)

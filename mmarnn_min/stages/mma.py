@@ -35,6 +35,7 @@ from mmarnn_min.metrics import improves
 from mmarnn_min.mma import MMA, MMAConfig, images_to_tensor
 from mmarnn_min.optim import warmup_cosine_lr
 from mmarnn_min.progress import ProgressLine
+from mmarnn_min.runtime import mixed_precision
 from mmarnn_min.stages.mma_eval import TASKS, chance_levels, describe, evaluate
 
 # Why lambda = 0.3 and not 1. L_DM's soft target q = p(e) @ R marks *every* AU of the Du row of
@@ -91,6 +92,7 @@ def train_mma(
     resume: bool = False,
     log: Callable[[str], None] = print,
     run_id: str | None = None,
+    amp: bool = False,
 ) -> dict:
     """Train MMA on the images of ``data`` (SynthAffect's of a SynthConfig, or a mapping
     split -> ImageSet, see ``image_splits``) for ``config.epochs`` epochs
@@ -149,7 +151,10 @@ def train_mma(
                 x = torch.where(flips[batch].to(device)[:, None, None, None], x.flip(3), x)
             for group in optimizer.param_groups:
                 group["lr"] = warmup_cosine_lr(config.lr, (epoch - 1) * steps_per_epoch + step, total_steps)
-            loss, parts = mma_loss(model(x), [label[batch].to(device) for label in labels], relation, dm_weight)
+            with mixed_precision(device, amp):                                 # amp: bfloat16 convolutions
+                outputs = model(x)
+            outputs = type(outputs)(*(output.float() for output in outputs))     # the loss in float32
+            loss, parts = mma_loss(outputs, [label[batch].to(device) for label in labels], relation, dm_weight)
             finite_loss(parts["total"], f"stage mma, epoch {epoch}, step {step + 1}",
                         "check the image labels and the learning rate (--mma-lr)")
             optimizer.zero_grad(set_to_none=True)

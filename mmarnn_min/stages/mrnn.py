@@ -32,6 +32,7 @@ from mmarnn_min.mrnn import MRNN, MRNNConfig
 from mmarnn_min.mrnn_variants import MRNNVariant, build_mrnn
 from mmarnn_min.optim import LazyAdam, mrnn_optimizer
 from mmarnn_min.routing import available_backends
+from mmarnn_min.runtime import mixed_precision
 
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "pearson": pearson_loss,     # the paper's: 1 - mean Pearson over the 7 reactions, across the batch
@@ -65,13 +66,17 @@ def train_step(
     lengths: torch.Tensor,
     target: torch.Tensor,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = pearson_loss,
+    amp: bool = False,
 ) -> float:
     """One optimisation step on a padded batch z (B, T, D), lengths (B,), target (B, C). The
     routed-weight blocks of frames t >= max(lengths), which no video of the batch reached, and
     their Adam state stay exactly as they were; every other weight takes an Adam step. (The
-    ablations without the mask train every block: ``MRNN.frames_reached``.)"""
+    ablations without the mask train every block: ``MRNN.frames_reached``.) ``amp``: the
+    forward pass in bfloat16 autocast, the loss in float32."""
     optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(model(z, lengths), target)
+    with mixed_precision(z.device, amp):
+        prediction = model(z, lengths)                                   # (B, C)
+    loss = loss_fn(prediction.float(), target)
     loss.backward()
     optimizer.step(frames_reached=model.frames_reached(lengths))
     return loss.item()
@@ -105,6 +110,7 @@ def train_mrnn(
     resume: bool = False,
     log: Callable[[str], None] = print,
     run_id: str | None = None,
+    amp: bool = False,
 ) -> dict:
     """Train until the validation Pearson has not improved for ``config.patience`` epochs, or
     for ``config.epochs`` epochs (continuing ``out_dir/last.pt`` when ``resume``), and return
@@ -141,7 +147,7 @@ def train_mrnn(
         start = time.perf_counter()
         model.train()
         losses = [
-            finite_loss(train_step(model, optimizer, z.to(device), lengths, y.to(device), loss_fn),
+            finite_loss(train_step(model, optimizer, z.to(device), lengths, y.to(device), loss_fn, amp),
                         f"stage mrnn ({out_dir.name}), epoch {epoch}, step {step}",
                         "check the video labels and the learning rate (--mrnn-lr)")
             for step, (z, lengths, y) in enumerate(loader, 1)
@@ -189,12 +195,13 @@ def has_labels(dataset: SequenceDataset) -> bool:
 
 
 def train_and_test(config: MRNNTrainConfig, sets: dict[str, SequenceDataset], out_dir: Path, device: torch.device,
-                   seed: int, resume: bool, log: Callable[[str], None] = print, run_id: str | None = None) -> dict:
+                   seed: int, resume: bool, log: Callable[[str], None] = print, run_id: str | None = None,
+                   amp: bool = False) -> dict:
     """Train an MRNN on sets["train"], pick its epoch on sets["val"] and evaluate that epoch on
     sets["test"] (on val when the test labels are withheld); test predictions go to
     ``out_dir/test_predictions.npz``."""
     check_fits(config, sets)
-    results = train_mrnn(config, sets["train"], sets["val"], out_dir, device, seed, resume, log, run_id)
+    results = train_mrnn(config, sets["train"], sets["val"], out_dir, device, seed, resume, log, run_id, amp)
     model = load_mrnn(out_dir / "best.pt", device)
     test = sets.get("test")
     split = "test" if test is not None and has_labels(test) else "val"
