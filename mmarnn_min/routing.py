@@ -32,6 +32,26 @@ BACKENDS = ("extension", "fallback")
 _SUPPORTED_DTYPES = (torch.float32, torch.float64)
 
 
+def masked_routing_reference(
+    h: torch.Tensor, lengths: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The definition of masked routing, written as the loop it is; every other implementation
+    (the fallback, the C++ and CUDA kernels) is tested against this one, and the benchmark
+    times it as the naive contender. (B, T, D) -> (B, F).
+
+    For each video b, the sum over its real frames t < lengths[b] of W_t @ h[b, t], where
+    W_t = weight[:, t*D:(t+1)*D], is one product of the first lengths[b]*D columns of weight
+    with those frames flattened; padded frames are never read. Slow (one product per video),
+    and kept that way: it is the op read straight off ``docs/design.md``."""
+    batch, _, width = h.shape
+    rows = []
+    for b in range(batch):
+        real = int(lengths[b]) * width                                        # L_b * D values
+        row = weight[:, :real] @ h[b].reshape(-1)[:real]                      # (F,) = sum_t W_t h[b, t]
+        rows.append(row if bias is None else bias + row)
+    return torch.stack(rows) if rows else h.new_zeros(0, weight.shape[0])   # (B, F)
+
+
 def route(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """The Mask layer: (B, T, D) -> (B, T*D) with every value of a frame t >= lengths[b] set
     to exactly 0 (``where``, not a product, so that NaN or inf in the padding cannot leak)."""

@@ -28,7 +28,7 @@ from mmarnn_min import extension
 from mmarnn_min.bench import routing as bench_routing
 from mmarnn_min.bench.timing import time_side_by_side
 from mmarnn_min.cache import cache_root
-from mmarnn_min.routing import available_backends, masked_routing
+from mmarnn_min.routing import available_backends, masked_routing, masked_routing_reference
 
 LESSON = "06_extension"
 plt = _common.pyplot()
@@ -135,7 +135,7 @@ print(f"gradcheck passed for the {backend} backend (float64)")
 #
 # On random batches (lengths from 0 to T, float64) the fused operator and the pure-PyTorch
 # fallback must give the same outputs and the same three gradients, to rounding. Without the
-# extension we hold the fallback to the naive loop of `mmarnn_min.bench.routing` instead.
+# extension we hold the fallback to the reference loop `masked_routing_reference` instead.
 
 # %%
 def outputs_and_grads(fn, h, lengths, weight, bias, upstream):
@@ -149,7 +149,7 @@ if have_extension:
                            ("fallback", lambda *a: masked_routing(*a, backend="fallback"))
 else:
     candidate, reference = ("fallback", lambda *a: masked_routing(*a, backend="fallback")), \
-                           ("naive loop", bench_routing.naive_loop)
+                           ("naive loop", masked_routing_reference)
 worst = 0.0
 for trial in range(_common.quick(20, 5)):
     B, T, D, F = torch.randint(1, 9, (1,)).item(), torch.randint(1, 30, (1,)).item(), 7, 5
@@ -202,7 +202,7 @@ print(bench_routing.run(torch.device("cpu"), batches=batches, shape=shape, turns
 # The same contenders as a picture, forward + backward, milliseconds per call:
 
 # %%
-implementations = {"fallback": lambda *a: masked_routing(*a, backend="fallback"), "naive loop": bench_routing.naive_loop}
+implementations = {"fallback": lambda *a: masked_routing(*a, backend="fallback"), "naive loop": masked_routing_reference}
 if have_extension:
     implementations = {"fused extension": lambda *a: masked_routing(*a, backend="extension"), **implementations}
 seconds = {name: [] for name in implementations}

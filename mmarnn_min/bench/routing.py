@@ -12,17 +12,10 @@ from __future__ import annotations
 import torch
 
 from mmarnn_min.bench.timing import format_table, time_side_by_side
-from mmarnn_min.routing import available_backends, masked_routing
+from mmarnn_min.routing import available_backends, masked_routing, masked_routing_reference
 
 PAPER_SHAPE = {"frames": 480, "width": 128, "features": 32}  # T, D (GRU units), F
 BATCHES = (4, 64, 256)
-
-
-def naive_loop(h: torch.Tensor, lengths: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """out[b] = bias + weight[:, :L_b*D] @ h[b, :L_b].flatten(), one video at a time."""
-    width = h.shape[2]
-    rows = [bias + weight[:, : int(n) * width] @ h[b, : int(n)].reshape(-1) for b, n in enumerate(lengths.tolist())]
-    return torch.stack(rows)  # (B, F)
 
 
 def make_inputs(batch: int, frames: int, width: int, features: int, device: torch.device, seed: int = 0):
@@ -63,7 +56,7 @@ def run(device: torch.device, batches=BATCHES, shape=PAPER_SHAPE, turns: int = 7
     )
     implementations = {
         "fallback": lambda *a: masked_routing(*a, backend="fallback"),
-        "naive": naive_loop,
+        "naive": masked_routing_reference,
     }
     if have_extension:
         implementations = {"fused": lambda *a: masked_routing(*a, backend="extension"), **implementations}
