@@ -59,10 +59,10 @@ inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-#define __syncthreads() ::cuda_emulator::syncthreads(__LINE__)
+#define __syncthreads() ::cuda_emulator::syncthreads(__FILE__, __LINE__)
 #define MR_KERNEL_ASSERT(condition, message)                                             \
   do {                                                                                   \
-    if (!(condition)) ::cuda_emulator::device_assert(#condition, message, __LINE__);     \
+    if (!(condition)) ::cuda_emulator::device_assert(#condition, message, __FILE__, __LINE__); \
   } while (0)
 
 namespace cuda_emulator {
@@ -101,24 +101,25 @@ class Block {
   size_t shared_bytes() const { return shared_.size(); }
   std::vector<Access>& log(unsigned thread) { return logs_[thread]; }
 
-  void barrier(unsigned thread, int line) {
+  // ``where``: the barrier's place in the source, "file:line"
+  void barrier(unsigned thread, const std::string& where) {
     std::unique_lock<std::mutex> lock(mutex_);
     if (failed_) throw Aborted{};
     if (exited_ > 0) {
-      fail_locked(describe_thread(thread) + " reached the __syncthreads() at line " + std::to_string(line) + " after " +
+      fail_locked(describe_thread(thread) + " reached the __syncthreads() at " + where + " after " +
                   std::to_string(exited_) + " thread(s) of the block returned: they never arrive");
       throw Aborted{};
     }
     if (arrived_ == 0) {
-      waiting_line_ = line;
-    } else if (line != waiting_line_) {
-      fail_locked("divergent __syncthreads(): " + describe_thread(thread) + " waits at line " + std::to_string(line) +
-                  " while " + std::to_string(arrived_) + " thread(s) wait at line " + std::to_string(waiting_line_));
+      waiting_at_ = where;
+    } else if (where != waiting_at_) {
+      fail_locked("divergent __syncthreads(): " + describe_thread(thread) + " waits at " + where + " while " +
+                  std::to_string(arrived_) + " thread(s) wait at " + waiting_at_);
       throw Aborted{};
     }
     if (++arrived_ == threads_) {  // the last one in: check the interval that ends here, open the next
-      check_interval("the __syncthreads() at line " + std::to_string(line));
-      interval_start_ = "the __syncthreads() at line " + std::to_string(line);
+      check_interval("the __syncthreads() at " + where);
+      interval_start_ = "the __syncthreads() at " + where;
       arrived_ = 0;
       ++generation_;
       cv_.notify_all();
@@ -135,7 +136,7 @@ class Block {
     ++exited_;
     if (arrived_ > 0 && !failed_)
       fail_locked(describe_thread(thread) + " returned while " + std::to_string(arrived_) +
-                  " thread(s) wait at the __syncthreads() at line " + std::to_string(waiting_line_) +
+                  " thread(s) wait at the __syncthreads() at " + waiting_at_ +
                   ": they would wait forever");
   }
 
@@ -240,7 +241,7 @@ class Block {
   std::mutex mutex_;
   std::condition_variable cv_;
   unsigned arrived_ = 0, exited_ = 0;
-  int waiting_line_ = 0;
+  std::string waiting_at_;
   uint64_t generation_ = 0;
   std::string interval_start_ = "the start of the kernel";
   bool failed_ = false;
@@ -256,11 +257,19 @@ inline Block& block_of_this_thread() {
   return *current_block;
 }
 
-inline void syncthreads(int line) { block_of_this_thread().barrier(current_thread, line); }
+// "file:line", the file without its directories.
+inline std::string source_location(const char* file, int line) {
+  const std::string path(file);
+  return path.substr(path.find_last_of('/') + 1) + ":" + std::to_string(line);
+}
 
-[[noreturn]] inline void device_assert(const char* condition, const char* message, int line) {
+inline void syncthreads(const char* file, int line) {
+  block_of_this_thread().barrier(current_thread, source_location(file, line));
+}
+
+[[noreturn]] inline void device_assert(const char* condition, const char* message, const char* file, int line) {
   Block& block = block_of_this_thread();
-  block.fail("device-side assert at line " + std::to_string(line) + " in " + block.describe_thread(current_thread) +
+  block.fail("device-side assert at " + source_location(file, line) + " in " + block.describe_thread(current_thread) +
              ": " + message + " (" + condition + ")");
   throw Aborted{};
 }
