@@ -47,6 +47,8 @@ SOURCES = {
 HEADERS = ("masked_routing.h", "kernel_ops.h", "routing_kernels.cuh", "cuda_emulator.h")
 SELFTEST = "emulator_selftest.cpp"
 CXX_FLAGS = ["-O3", "-pthread", "-Wno-unknown-pragmas"]  # the kernels' #pragma unroll is for nvcc
+# at::parallel_for is OpenMP compiled into the caller: without -fopenmp it runs on one thread
+OPENMP_FLAGS = ["-fopenmp"] if torch.backends.openmp.is_available() and sys.platform.startswith("linux") else []
 CUDA_FLAGS = ["-O3"]
 DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"  # when no GPU is visible; +PTX: newer GPUs compile it on load
 SANITIZERS = {
@@ -83,7 +85,7 @@ def _digest(names: tuple[str, ...], source_dir: Path, extra: str) -> str:
 def build_directory(kind: str) -> Path:
     """``<cache>/ext/<kind>-<key>``: the key changes with anything that changes the binary."""
     extra = f"torch={torch.__version__};cuda={torch.version.cuda};py={sys.version_info[:2]};"
-    extra += " ".join(CXX_FLAGS + CUDA_FLAGS) + (cuda_arch_list() if kind == "cuda" else "")
+    extra += " ".join(CXX_FLAGS + OPENMP_FLAGS + CUDA_FLAGS) + (cuda_arch_list() if kind == "cuda" else "")
     return cache_root() / "ext" / f"{kind}-{_digest(SOURCES[kind] + HEADERS, SOURCE_DIR, extra)}"
 
 
@@ -137,9 +139,9 @@ def _compile(kind: str, directory: Path) -> None:
             name=library_name(kind),
             sources=[str(SOURCE_DIR / name) for name in SOURCES[kind]],
             extra_include_paths=[str(SOURCE_DIR)],
-            extra_cflags=CXX_FLAGS,
+            extra_cflags=CXX_FLAGS + OPENMP_FLAGS,
             extra_cuda_cflags=CUDA_FLAGS,
-            extra_ldflags=["-pthread"],
+            extra_ldflags=["-pthread", *OPENMP_FLAGS],
             build_directory=str(directory),
             with_cuda=kind == "cuda",
             is_python_module=False,

@@ -12,32 +12,34 @@
 // torch.compile; `python -m mmarnn_min.bench --only routing` times them against the plain
 // PyTorch fallback. Both run on every commit, on the CPU.
 //
-// How the CPU kernels avoid the padding. Sort the videos from longest to shortest. Then, for
-// any block of frames, the videos that reach into it are a prefix of the sorted rows, so the
-// block's contribution is one matrix product over that prefix, done by the BLAS library that
-// PyTorch ships, on a copy of just those rows' real frames:
+// How the CPU kernels work. View h as (B, K) with K = T*D, weight as (F, K); video b's real
+// values are h[b, k < K_b], K_b = L_b * D. The K columns are cut into blocks of 2048; each block
+// is one work item, and its share of each product is done 16 columns at a time by a register
+// tile of 4 x 16 sums (64 FMA per step, one AVX-512 register per row):
 //
-//          frames ->  block 0    block 1    block 2
-//   row 0 (L=300)    [########] [########] [####0000]     partial_0[:3] = rows[:3, blk0] @ W_blk0^T
-//   row 1 (L=170)    [########] [##000000]                partial_1[:2] = rows[:2, blk1] @ W_blk1^T
-//   row 2 (L=60)     [######00]                           partial_2[:1] = rows[:1, blk2] @ W_blk2^T
+//   forward      one video x 4 features, lane-wise: acc[f][j] += h[b, k+j] * weight[f, k+j] over
+//                the video's real columns, the 16 lanes added up at the end (accumulate_dots)
+//   grad_h       4 videos x 16 columns, over the F features: acc[b][j] += grad_out[b, f] * weight[f, k+j]
+//   grad_weight  4 features x 16 columns, over the videos that reach them:
+//                acc[f][j] += grad_out[b, f] * h[b, k+j]                       (accumulate_tile)
 //
-// No video's padded frames are read, frames past the longest video are never touched, and the
-// few frames between a video's end and its last block's end are zeros in the copy (they add
-// exactly 0). A block holds kColumnsPerBlock / D frames, so each product is big enough to run
-// at BLAS speed and its rows stay in cache. grad_weight is built the same way; grad_h is, per
-// block, one product grad_out @ W_blk for every video, whose padded frames are then zeroed.
+// The videos are visited from longest to shortest, so the videos that reach a column are a
+// prefix of that order. h and weight are read where they lie, never copied (16 values at a time
+// are converted for float16 and bfloat16, and a video's last, partial 16 are copied so that no
+// value of the padding is ever read). Each block's forward sums go to their own partial sums,
+// added in block order, and each video's sums run in a fixed order, so the output depends
+// neither on which thread took which block nor on the other videos of the batch (bit for bit).
 //
 // Threads. Each call opens ONE parallel region on torch's intra-op threads and hands the blocks
-// out one at a time to whichever thread is free; each block's products run on that thread
-// alone. Small products that each open their own parallel region make every thread wait for the
-// slowest at every product, and a thread that another process has descheduled then stalls them
-// all, many times per call; here a thread that falls behind just takes fewer blocks. Each block
-// writes its own partial sums, added in block order, so the result does not depend on which
-// thread took which block.
+// out one at a time to whichever thread is free. Many small BLAS calls that each open their own
+// parallel region make every thread wait for the slowest at every call, and a thread that
+// another process has descheduled then stalls them all (the op ran 12 times slower than the
+// fallback beside a second PyTorch job); and a BLAS call made inside a parallel region is slow
+// (MKL's own threads meet torch's). So there is no BLAS here: the tile is a dozen lines, compiled
+// for AVX-512, AVX2 and baseline x86-64 (GCC's target_clones picks one when the library loads).
 //
-// float16 and bfloat16: values are converted to float32 as a block is copied, products and sums
-// run in float32, and each output is rounded once.
+// float16 and bfloat16: values are converted to float32 as they are read, the sums run in
+// float32, and each output is rounded once.
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
@@ -45,50 +47,131 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cstdint>
+#include <cstring>
 #include <numeric>
 #include <tuple>
 #include <vector>
 
 #include "masked_routing.h"
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define MR_CLONES
+#endif
+#define MR_INLINE inline __attribute__((always_inline))
+
 namespace mmarnn_min {
 namespace {
 
-constexpr int64_t kColumnsPerBlock = 2048;
+constexpr int64_t kBlockColumns = 2048;  // columns per work item: its weight (F x 2048) stays in cache
+constexpr int kTileRows = 4;
+constexpr int kTileLanes = 16;           // one AVX-512 register of float32
 
-int64_t ceil_div(int64_t n, int64_t d) { return (n + d - 1) / d; }
+int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
 
-// The videos from longest to shortest, and the blocks of frames the kernels walk.
-struct SortedBatch {
-  std::vector<int64_t> order;   // order[i]: index in the batch of the i-th longest video
-  std::vector<int64_t> length;  // length[i]: its length (descending)
-  int64_t frames_per_block = 1;
-  int64_t blocks = 0;           // blocks of frames_per_block frames covering all T frames
+// 16 numbers as one SIMD value (GCC's vector extension: one AVX-512 register of float32, two of
+// AVX2, four of SSE2, as the clone compiled for this CPU has).
+template <typename T>
+struct LanesOf {
+  typedef T type __attribute__((vector_size(kTileLanes * sizeof(T))));
+};
+template <typename T>
+using Lanes = typename LanesOf<T>::type;
 
-  // How many sorted rows reach frame t (length > t): a prefix of the rows.
-  int64_t rows_reaching(int64_t t) const {
-    return std::upper_bound(length.begin(), length.end(), t, [](int64_t frame, int64_t len) { return frame >= len; }) -
-           length.begin();
+// The n (at most 16) values at p, converted to acc_t, then zeros: nothing past them is read.
+// The common case (16 values) is one vector load, or a widening for bfloat16.
+template <typename acc_t, typename scalar_t>
+MR_INLINE Lanes<acc_t> load_lanes(const scalar_t* p, int64_t n = kTileLanes) {
+  Lanes<acc_t> v;
+  if (n >= kTileLanes) {
+    if constexpr (std::is_same_v<scalar_t, acc_t>) {
+      std::memcpy(&v, p, sizeof v);
+      return v;
+    } else if constexpr (std::is_same_v<scalar_t, at::BFloat16>) {  // a bfloat16 is a float's upper 16 bits
+      typedef uint16_t Bits16 __attribute__((vector_size(kTileLanes * 2)));
+      typedef uint32_t Bits32 __attribute__((vector_size(kTileLanes * 4)));
+      Bits16 bits;
+      std::memcpy(&bits, p, sizeof bits);
+      const Bits32 widened = __builtin_convertvector(bits, Bits32) << 16;
+      std::memcpy(&v, &widened, sizeof v);
+      return v;
+    }
+  }
+  acc_t values[kTileLanes];
+  for (int j = 0; j < kTileLanes; ++j) values[j] = j < n ? static_cast<acc_t>(p[j]) : acc_t(0);
+  std::memcpy(&v, values, sizeof v);
+  return v;
+}
+
+// Writes the first n (at most 16) lanes of v at p, converted to scalar_t.
+template <typename scalar_t, typename acc_t>
+MR_INLINE void store_lanes(scalar_t* p, const Lanes<acc_t>& v, int64_t n = kTileLanes) {
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    if (n >= kTileLanes) {
+      std::memcpy(p, &v, sizeof v);
+      return;
+    }
+  }
+  acc_t values[kTileLanes];
+  std::memcpy(values, &v, sizeof v);
+  for (int j = 0; j < kTileLanes && j < n; ++j) p[j] = static_cast<scalar_t>(values[j]);
+}
+
+// acc[r] += sum_{p < steps} row(r, p) * vector(p), r < 4: 64 FMA per step, the vector (16
+// numbers) loaded once for the 4 rows; row(r, p) is one number.
+template <typename acc_t, typename Row, typename Vector>
+MR_INLINE void accumulate_tile(int64_t steps, const Row& row, const Vector& vector, Lanes<acc_t> (&acc)[kTileRows]) {
+  for (int64_t p = 0; p < steps; ++p) {
+    const Lanes<acc_t> v = vector(p);
+    for (int r = 0; r < kTileRows; ++r) acc[r] += row(r, p) * v;
+  }
+}
+
+// acc[r] += x[k:k+16] * w[r][k:k+16] lane by lane over k < n: 4 dot products of x with the 4
+// rows w[r], whose 16 lanes the caller adds up.
+template <typename acc_t, typename scalar_t>
+MR_INLINE void accumulate_dots(int64_t n, const scalar_t* x, const scalar_t* const* w,
+                               Lanes<acc_t> (&acc)[kTileRows]) {
+  int64_t k = 0;
+  for (; k + kTileLanes <= n; k += kTileLanes) {
+    const Lanes<acc_t> xk = load_lanes<acc_t>(x + k);
+    for (int r = 0; r < kTileRows; ++r) acc[r] += xk * load_lanes<acc_t>(w[r] + k);
+  }
+  if (k < n) {  // the last, partial 16
+    const Lanes<acc_t> xk = load_lanes<acc_t>(x + k, n - k);
+    for (int r = 0; r < kTileRows; ++r) acc[r] += xk * load_lanes<acc_t>(w[r] + k, n - k);
+  }
+}
+
+// The batch's geometry, read from the lengths (host memory: there is no device to wait for),
+// which are all checked before anything else is touched.
+struct Batch {
+  int64_t size, frames, width, features, columns;  // B, T, D, F, K = T*D
+  int64_t weight_stride;                           // elements between rows of weight
+  std::vector<int64_t> order;                      // batch index of the i-th longest video
+  std::vector<int64_t> reach;                      // reach[i] = K_b of video order[i] (descending)
+  int64_t blocks() const { return (columns + kBlockColumns - 1) / kBlockColumns; }
+  // How many videos (a prefix of `order`) reach column k.
+  int64_t reaching(int64_t k) const {
+    return std::upper_bound(reach.begin(), reach.end(), k, [](int64_t column, int64_t r) { return column >= r; }) -
+           reach.begin();
   }
 };
 
-// Reads the lengths (host memory: there is no device to wait for) and checks every one before
-// anything else is touched.
-SortedBatch sort_by_length(const at::Tensor& lengths, int64_t frames, int64_t width) {
-  const int64_t batch = lengths.size(0);
+Batch read_batch(const at::Tensor& h, const at::Tensor& lengths, const at::Tensor& weight) {
+  Batch batch{h.size(0), h.size(1), h.size(2), weight.size(0), h.size(1) * h.size(2),
+              weight.size(0) > 1 ? weight.stride(0) : h.size(1) * h.size(2), {}, {}};
   const int64_t* len = lengths.data_ptr<int64_t>();
-  for (int64_t b = 0; b < batch; ++b)
-    TORCH_CHECK(len[b] >= 0 && len[b] <= frames, "masked_routing: every length must lie in [0, T] = [0, ", frames,
-                "], got ", len[b]);
-  SortedBatch sorted;
-  sorted.order.resize(batch);
-  std::iota(sorted.order.begin(), sorted.order.end(), 0);
-  std::stable_sort(sorted.order.begin(), sorted.order.end(), [len](int64_t a, int64_t b) { return len[a] > len[b]; });
-  sorted.length.resize(batch);
-  for (int64_t i = 0; i < batch; ++i) sorted.length[i] = len[sorted.order[i]];
-  sorted.frames_per_block = std::max<int64_t>(1, kColumnsPerBlock / std::max<int64_t>(1, width));
-  sorted.blocks = ceil_div(frames, sorted.frames_per_block);
-  return sorted;
+  for (int64_t b = 0; b < batch.size; ++b)
+    TORCH_CHECK(len[b] >= 0 && len[b] <= batch.frames, "masked_routing: every length must lie in [0, T] = [0, ",
+                batch.frames, "], got ", len[b]);
+  batch.order.resize(batch.size);
+  std::iota(batch.order.begin(), batch.order.end(), 0);
+  std::stable_sort(batch.order.begin(), batch.order.end(), [len](int64_t a, int64_t b) { return len[a] > len[b]; });
+  for (int64_t b : batch.order) batch.reach.push_back(len[b] * batch.width);
+  return batch;
 }
 
 // work(i) for every i in [0, n), in one parallel region, each i given to the next free thread.
@@ -100,64 +183,159 @@ void for_each_block(int64_t n, const Work& work) {
   });
 }
 
-// Rows [0, active) of the sorted batch over frames [t0, t1), as acc_t: each video's real values,
-// then zeros up to the end of the block. rows: (active, (t1 - t0) * D).
+// ---- forward -------------------------------------------------------------------------------------
+
+// partial[block, i, f] = sum over the block's columns k < K of video order[i] of h * weight.
 template <typename scalar_t, typename acc_t>
-void gather_block(const scalar_t* h, const SortedBatch& sorted, int64_t active, int64_t t0, int64_t t1,
-                  int64_t frames, int64_t width, acc_t* rows) {
-  const int64_t columns = (t1 - t0) * width;
+MR_INLINE void forward_block(const Batch& batch, int64_t block, const scalar_t* h, const scalar_t* weight, acc_t* partial) {
+  const int64_t c0 = block * kBlockColumns, c1 = std::min(c0 + kBlockColumns, batch.columns);
+  const int64_t active = batch.reaching(c0);
   for (int64_t i = 0; i < active; ++i) {
-    const int64_t real = (std::min(sorted.length[i], t1) - t0) * width;
-    const scalar_t* video = h + (sorted.order[i] * frames + t0) * width;
-    acc_t* row = rows + i * columns;
-    for (int64_t c = 0; c < real; ++c) row[c] = static_cast<acc_t>(video[c]);
-    std::fill(row + real, row + columns, acc_t(0));
+    const int64_t end = std::min(batch.reach[i], c1) - c0;            // the video's real columns here
+    const scalar_t* video = h + batch.order[i] * batch.columns + c0;
+    for (int64_t f0 = 0; f0 < batch.features; f0 += kTileRows) {
+      const scalar_t* rows[kTileRows];                                   // weight[f0 + r, c0:], the last
+      for (int r = 0; r < kTileRows; ++r)                                // row again past F (unused)
+        rows[r] = weight + std::min(f0 + r, batch.features - 1) * batch.weight_stride + c0;
+      Lanes<acc_t> acc[kTileRows] = {};
+      accumulate_dots<acc_t>(end, video, rows, acc);
+      for (int r = 0; r < kTileRows && f0 + r < batch.features; ++r) {
+        acc_t sum = 0;
+        for (int j = 0; j < kTileLanes; ++j) sum += acc[r][j];
+        partial[(block * batch.size + i) * batch.features + f0 + r] = sum;
+      }
+    }
   }
 }
 
-// weight[:, c0:c1] in the accumulation dtype: a view when it already is, else a converted copy.
-at::Tensor weight_block(const at::Tensor& weight, int64_t c0, int64_t c1, at::ScalarType accumulate) {
-  const at::Tensor block = weight.slice(1, c0, c1);  // (F, c1 - c0)
-  return block.scalar_type() == accumulate ? block : block.to(accumulate);
+// One block of the forward for each dtype, compiled for each CPU kind (MR_CLONES).
+MR_CLONES void forward_block_of(const Batch& b, int64_t block, const double* h, const double* w, double* partial) {
+  forward_block(b, block, h, w, partial);
+}
+MR_CLONES void forward_block_of(const Batch& b, int64_t block, const float* h, const float* w, float* partial) {
+  forward_block(b, block, h, w, partial);
+}
+MR_CLONES void forward_block_of(const Batch& b, int64_t block, const at::Half* h, const at::Half* w, float* partial) {
+  forward_block(b, block, h, w, partial);
+}
+MR_CLONES void forward_block_of(const Batch& b, int64_t block, const at::BFloat16* h, const at::BFloat16* w,
+                                float* partial) {
+  forward_block(b, block, h, w, partial);
 }
 
-at::ScalarType accumulate_dtype(at::ScalarType dtype) { return dtype == at::kDouble ? at::kDouble : at::kFloat; }
+template <typename scalar_t>
+void routing_forward(const Batch& batch, const scalar_t* h, const scalar_t* weight, const scalar_t* bias, scalar_t* out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  std::vector<acc_t> partial(batch.blocks() * batch.size * batch.features);  // (blocks, B, F), videos sorted
+  for_each_block(batch.blocks(), [&](int64_t block) { forward_block_of(batch, block, h, weight, partial.data()); });
+  for (int64_t i = 0; i < batch.size; ++i) {  // the blocks each video reaches, in block order, then the bias
+    const int64_t reached = (batch.reach[i] + kBlockColumns - 1) / kBlockColumns;
+    for (int64_t f = 0; f < batch.features; ++f) {
+      acc_t sum = 0;
+      for (int64_t block = 0; block < reached; ++block) sum += partial[(block * batch.size + i) * batch.features + f];
+      if (bias != nullptr) sum += static_cast<acc_t>(bias[f]);
+      out[batch.order[i] * batch.features + f] = static_cast<scalar_t>(sum);
+    }
+  }
+}
+
+// ---- backward ------------------------------------------------------------------------------------
+
+// grad_h[b, c0:c1]: the block's weight against each video's grad_out row, up to the video's
+// end, then exact zeros. Videos in tiles of 4 (sorted order), so each weight row is read once
+// per tile.
+template <typename scalar_t, typename acc_t>
+MR_INLINE void grad_h_block(const Batch& batch, int64_t block, const acc_t* g, const scalar_t* weight, scalar_t* grad_h) {
+  const int64_t c0 = block * kBlockColumns, columns = std::min(kBlockColumns, batch.columns - c0);
+  const std::vector<acc_t> no_gradient(batch.features, acc_t(0));
+  for (int64_t i0 = 0; i0 < batch.size; i0 += kTileRows) {
+    const acc_t* g_row[kTileRows];
+    scalar_t* out_row[kTileRows];
+    int64_t end[kTileRows];  // real columns of each video in this block
+    for (int r = 0; r < kTileRows; ++r) {
+      const bool present = i0 + r < batch.size;
+      g_row[r] = present ? g + batch.order[i0 + r] * batch.features : no_gradient.data();
+      out_row[r] = present ? grad_h + batch.order[i0 + r] * batch.columns + c0 : nullptr;
+      end[r] = present ? std::clamp<int64_t>(batch.reach[i0 + r] - c0, 0, columns) : 0;
+    }
+    for (int64_t q0 = 0; q0 < end[0]; q0 += kTileLanes) {
+      const int64_t n = std::min<int64_t>(kTileLanes, columns - q0);
+      Lanes<acc_t> acc[kTileRows] = {};
+      accumulate_tile<acc_t>(
+          batch.features, [&](int r, int64_t f) { return g_row[r][f]; },
+          [&](int64_t f) { return load_lanes<acc_t>(weight + f * batch.weight_stride + c0 + q0, n); }, acc);
+      for (int r = 0; r < kTileRows; ++r)
+        if (q0 < end[r]) store_lanes<scalar_t, acc_t>(out_row[r] + q0, acc[r], end[r] - q0);
+    }
+    for (int r = 0; r < kTileRows && i0 + r < batch.size; ++r)
+      std::fill(out_row[r] + end[r], out_row[r] + columns, scalar_t(0));
+  }
+}
+
+// grad_weight[:, c0:c1], 16 columns and 4 features at a time: the videos that reach the
+// columns (a prefix of the sorted order) each add grad_out[b, f] * h[b, k]; exact zeros where
+// none reaches. g_sorted: grad_out's rows in sorted order, F rounded up to 4 with zeros.
+template <typename scalar_t, typename acc_t>
+MR_INLINE void grad_weight_block(const Batch& batch, int64_t block, const acc_t* g_sorted, const scalar_t* h,
+                                 scalar_t* grad_weight) {
+  const int64_t c0 = block * kBlockColumns, c1 = std::min(c0 + kBlockColumns, batch.columns);
+  const int64_t pitch = round_up(batch.features, kTileRows);
+  for (int64_t k0 = c0; k0 < c1; k0 += kTileLanes) {
+    const int64_t n = std::min<int64_t>(kTileLanes, c1 - k0), active = batch.reaching(k0);
+    for (int64_t f0 = 0; f0 < batch.features; f0 += kTileRows) {
+      Lanes<acc_t> acc[kTileRows] = {};
+      accumulate_tile<acc_t>(
+          active, [&](int r, int64_t i) { return g_sorted[i * pitch + f0 + r]; },
+          [&](int64_t i) { return load_lanes<acc_t>(h + batch.order[i] * batch.columns + k0, std::min(n, batch.reach[i] - k0)); },
+          acc);
+      for (int r = 0; r < kTileRows && f0 + r < batch.features; ++r)
+        store_lanes<scalar_t, acc_t>(grad_weight + (f0 + r) * batch.columns + k0, acc[r], n);
+    }
+  }
+}
+
+// One block of the backward for each dtype, compiled for each CPU kind (MR_CLONES). g: grad_out
+// (B, F) as acc_t in batch order; g_sorted: its rows in sorted order, F rounded up to 4; a null
+// grad_h or grad_weight is not wanted.
+template <typename scalar_t, typename acc_t>
+MR_INLINE void backward_block(const Batch& b, int64_t block, const acc_t* g, const acc_t* g_sorted, const scalar_t* h,
+                              const scalar_t* w, scalar_t* grad_h, scalar_t* grad_weight) {
+  if (grad_h != nullptr) grad_h_block(b, block, g, w, grad_h);
+  if (grad_weight != nullptr) grad_weight_block(b, block, g_sorted, h, grad_weight);
+}
+MR_CLONES void backward_block_of(const Batch& b, int64_t block, const double* g, const double* gs, const double* h,
+                                 const double* w, double* gh, double* gw) {
+  backward_block(b, block, g, gs, h, w, gh, gw);
+}
+MR_CLONES void backward_block_of(const Batch& b, int64_t block, const float* g, const float* gs, const float* h,
+                                 const float* w, float* gh, float* gw) {
+  backward_block(b, block, g, gs, h, w, gh, gw);
+}
+MR_CLONES void backward_block_of(const Batch& b, int64_t block, const float* g, const float* gs, const at::Half* h,
+                                 const at::Half* w, at::Half* gh, at::Half* gw) {
+  backward_block(b, block, g, gs, h, w, gh, gw);
+}
+MR_CLONES void backward_block_of(const Batch& b, int64_t block, const float* g, const float* gs,
+                                 const at::BFloat16* h, const at::BFloat16* w, at::BFloat16* gh, at::BFloat16* gw) {
+  backward_block(b, block, g, gs, h, w, gh, gw);
+}
+
+// ---- the operators ---------------------------------------------------------------------------------
+
+template <typename scalar_t>
+const scalar_t* data_or_null(const c10::optional<at::Tensor>& t) {
+  return t.has_value() ? t->data_ptr<scalar_t>() : nullptr;
+}
 
 at::Tensor masked_routing_cpu(const at::Tensor& h, const at::Tensor& lengths, const at::Tensor& weight,
                               const c10::optional<at::Tensor>& bias) {
   check_routing_args(h, lengths, weight, c10::DeviceType::CPU);
   check_bias(bias, h, weight.size(0));
-  const int64_t batch = h.size(0), frames = h.size(1), width = h.size(2), features = weight.size(0);
-  const SortedBatch sorted = sort_by_length(lengths, frames, width);
-  const at::ScalarType accumulate = accumulate_dtype(h.scalar_type());
-  at::Tensor partial = at::empty({sorted.blocks, batch, features}, h.options().dtype(accumulate));  // rows sorted
-  at::Tensor out = at::empty({batch, features}, h.options());                                       // (B, F)
-
+  const Batch batch = read_batch(h, lengths, weight);
+  at::Tensor out = at::empty({batch.size, batch.features}, h.options());  // (B, F)
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "masked_routing_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* h_data = h.data_ptr<scalar_t>();
-    for_each_block(sorted.blocks, [&](int64_t block) {
-      const int64_t t0 = block * sorted.frames_per_block, t1 = std::min(t0 + sorted.frames_per_block, frames);
-      const int64_t active = sorted.rows_reaching(t0);
-      if (active == 0) return;
-      at::Tensor rows = at::empty({active, (t1 - t0) * width}, h.options().dtype(accumulate));  // (n, blk*D)
-      gather_block(h_data, sorted, active, t0, t1, frames, width, rows.data_ptr<acc_t>());
-      at::Tensor block_out = partial[block].narrow(0, 0, active);                                // (n, F)
-      at::mm_out(block_out, rows, weight_block(weight, t0 * width, t1 * width, accumulate).t());
-    });
-    // out[order[i]] = (the partial sums of the blocks row i reaches, in block order) + bias
-    const acc_t* parts = partial.data_ptr<acc_t>();
-    const scalar_t* bias_data = bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr;
-    scalar_t* out_data = out.data_ptr<scalar_t>();
-    for (int64_t i = 0; i < batch; ++i) {
-      const int64_t reached = ceil_div(sorted.length[i], sorted.frames_per_block);
-      for (int64_t f = 0; f < features; ++f) {
-        acc_t sum = 0;
-        for (int64_t block = 0; block < reached; ++block) sum += parts[(block * batch + i) * features + f];
-        if (bias_data != nullptr) sum += static_cast<acc_t>(bias_data[f]);
-        out_data[sorted.order[i] * features + f] = static_cast<scalar_t>(sum);
-      }
-    }
+    routing_forward(batch, h.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), data_or_null<scalar_t>(bias),
+                    out.data_ptr<scalar_t>());
   });
   return out;
 }
@@ -167,65 +345,26 @@ std::tuple<at::Tensor, at::Tensor> masked_routing_backward_cpu(const at::Tensor&
                                                                std::array<bool, 2> output_mask) {
   check_routing_args(h, lengths, weight, c10::DeviceType::CPU);
   check_grad_out(grad_out, h, weight.size(0));
-  const int64_t batch = h.size(0), frames = h.size(1), width = h.size(2), features = weight.size(0);
-  const SortedBatch sorted = sort_by_length(lengths, frames, width);
-  const bool want_grad_h = output_mask[0], want_grad_weight = output_mask[1];
-  at::Tensor grad_h = want_grad_h ? at::empty_like(h) : at::empty({0}, h.options());                       // (B, T, D)
-  at::Tensor grad_weight = want_grad_weight ? at::empty({features, frames * width}, h.options())           // (F, T*D)
-                                            : at::empty({0}, h.options());
-  if (!want_grad_h && !want_grad_weight) return {grad_h, grad_weight};
+  const Batch batch = read_batch(h, lengths, weight);
+  at::Tensor grad_h = output_mask[0] ? at::empty_like(h) : at::empty({0}, h.options());              // (B, T, D)
+  at::Tensor grad_weight = output_mask[1] ? at::empty({batch.features, batch.columns}, h.options())  // (F, T*D)
+                                          : at::empty({0}, h.options());
+  if (!output_mask[0] && !output_mask[1]) return {grad_h, grad_weight};
 
-  const at::ScalarType accumulate = accumulate_dtype(h.scalar_type());
-  const at::Tensor g = grad_out.to(accumulate);                                                            // (B, F)
-  const at::Tensor g_sorted = g.index_select(0, at::tensor(sorted.order, lengths.options()));             // (B, F)
-  const int64_t* len = lengths.data_ptr<int64_t>();
-
+  const at::ScalarType accumulate = h.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor g = grad_out.to(accumulate).contiguous();                                          // (B, F)
+  const at::Tensor g_sorted = at::constant_pad_nd(                                                    // (B, F up to 4)
+      g.index_select(0, at::tensor(batch.order, lengths.options())), {0, round_up(batch.features, kTileRows) - batch.features});
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "masked_routing_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    const acc_t* g_data = g.data_ptr<acc_t>();
+    const acc_t* gs_data = g_sorted.data_ptr<acc_t>();
+    scalar_t* gh = output_mask[0] ? grad_h.data_ptr<scalar_t>() : nullptr;
+    scalar_t* gw = output_mask[1] ? grad_weight.data_ptr<scalar_t>() : nullptr;
     const scalar_t* h_data = h.data_ptr<scalar_t>();
-    for_each_block(sorted.blocks, [&](int64_t block) {
-      const int64_t t0 = block * sorted.frames_per_block, t1 = std::min(t0 + sorted.frames_per_block, frames);
-      const int64_t c0 = t0 * width, columns = (t1 - t0) * width;
-      const int64_t active = sorted.rows_reaching(t0);
-      const at::Tensor w = active > 0 ? weight_block(weight, c0, c0 + columns, accumulate) : at::Tensor();  // (F, blk*D)
-
-      if (want_grad_h) {  // every video's frames of this block: W_t^T g_b up to its end, then exact zeros
-        scalar_t* grad_rows = grad_h.data_ptr<scalar_t>();
-        at::Tensor values;                                                                     // (B, blk*D)
-        if (active > 0) {
-          if constexpr (std::is_same_v<scalar_t, acc_t>) {  // straight into grad_h's rows
-            values = grad_h.view({batch, frames * width}).slice(1, c0, c0 + columns);
-            at::mm_out(values, g, w);
-          } else {
-            values = at::mm(g, w);
-          }
-        }
-        for (int64_t b = 0; b < batch; ++b) {
-          scalar_t* row = grad_rows + b * frames * width + c0;
-          const int64_t real = std::clamp<int64_t>((len[b] - t0) * width, 0, columns);
-          if constexpr (!std::is_same_v<scalar_t, acc_t>) {
-            const acc_t* value = real > 0 ? values.data_ptr<acc_t>() + b * columns : nullptr;
-            for (int64_t c = 0; c < real; ++c) row[c] = static_cast<scalar_t>(value[c]);
-          }
-          std::fill(row + real, row + columns, scalar_t(0));
-        }
-      }
-
-      if (want_grad_weight) {  // sum over the videos that reach the block: one product over a prefix
-        at::Tensor block_grad = grad_weight.slice(1, c0, c0 + columns);                       // (F, blk*D)
-        if (active == 0) {
-          block_grad.zero_();
-          return;
-        }
-        at::Tensor rows = at::empty({active, columns}, h.options().dtype(accumulate));        // (n, blk*D)
-        gather_block(h_data, sorted, active, t0, t1, frames, width, rows.data_ptr<acc_t>());
-        const at::Tensor g_active = g_sorted.narrow(0, 0, active).t();                        // (F, n)
-        if constexpr (std::is_same_v<scalar_t, acc_t>) {
-          at::mm_out(block_grad, g_active, rows);
-        } else {
-          block_grad.copy_(at::mm(g_active, rows));
-        }
-      }
+    const scalar_t* w_data = weight.data_ptr<scalar_t>();
+    for_each_block(batch.blocks(), [&](int64_t block) {
+      backward_block_of(batch, block, g_data, gs_data, h_data, w_data, gh, gw);
     });
   });
   return {grad_h, grad_weight};
