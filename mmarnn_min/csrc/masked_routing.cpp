@@ -153,6 +153,12 @@ struct Batch {
   std::vector<int64_t> order;                      // batch index of the i-th longest video
   std::vector<int64_t> reach;                      // reach[i] = K_b of video order[i] (descending)
   int64_t blocks() const { return (columns + kBlockColumns - 1) / kBlockColumns; }
+  // Multiply-adds of the forward: each real value of h meets F weights.
+  int64_t forward_work() const {
+    int64_t real = 0;
+    for (int64_t r : reach) real += r;
+    return real * features;
+  }
   // How many videos (a prefix of `order`) reach column k.
   int64_t reaching(int64_t k) const {
     return std::upper_bound(reach.begin(), reach.end(), k, [](int64_t column, int64_t r) { return column >= r; }) -
@@ -174,12 +180,22 @@ Batch read_batch(const at::Tensor& h, const at::Tensor& lengths, const at::Tenso
   return batch;
 }
 
-// work(i) for every i in [0, n), in one parallel region, each i given to the next free thread.
+// work(i) for every i in [0, n), in one parallel region, each i given to the next free thread;
+// with one thread per kWorkPerThread multiply-adds of `work` at most (a call too small to share
+// runs on the calling thread alone: a parallel region costs more than it saves there, and much
+// more on a machine that other jobs share).
+constexpr int64_t kWorkPerThread = int64_t(1) << 24;
+
 template <typename Work>
-void for_each_block(int64_t n, const Work& work) {
+void for_each_block(int64_t n, int64_t work, const Work& block_work) {
+  const int64_t threads = std::min<int64_t>({n, at::get_num_threads(), 1 + work / kWorkPerThread});
+  if (threads <= 1) {
+    for (int64_t i = 0; i < n; ++i) block_work(i);
+    return;
+  }
   std::atomic<int64_t> next{0};
-  at::parallel_for(0, std::min<int64_t>(n, at::get_num_threads()), 1, [&](int64_t, int64_t) {
-    for (int64_t i = next++; i < n; i = next++) work(i);
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    for (int64_t i = next++; i < n; i = next++) block_work(i);
   });
 }
 
@@ -227,7 +243,8 @@ template <typename scalar_t>
 void routing_forward(const Batch& batch, const scalar_t* h, const scalar_t* weight, const scalar_t* bias, scalar_t* out) {
   using acc_t = at::opmath_type<scalar_t>;
   std::vector<acc_t> partial(batch.blocks() * batch.size * batch.features);  // (blocks, B, F), videos sorted
-  for_each_block(batch.blocks(), [&](int64_t block) { forward_block_of(batch, block, h, weight, partial.data()); });
+  for_each_block(batch.blocks(), batch.forward_work(),
+                 [&](int64_t block) { forward_block_of(batch, block, h, weight, partial.data()); });
   for (int64_t i = 0; i < batch.size; ++i) {  // the blocks each video reaches, in block order, then the bias
     const int64_t reached = (batch.reach[i] + kBlockColumns - 1) / kBlockColumns;
     for (int64_t f = 0; f < batch.features; ++f) {
@@ -363,7 +380,8 @@ std::tuple<at::Tensor, at::Tensor> masked_routing_backward_cpu(const at::Tensor&
     scalar_t* gw = output_mask[1] ? grad_weight.data_ptr<scalar_t>() : nullptr;
     const scalar_t* h_data = h.data_ptr<scalar_t>();
     const scalar_t* w_data = weight.data_ptr<scalar_t>();
-    for_each_block(batch.blocks(), [&](int64_t block) {
+    const int64_t work = batch.forward_work() * (output_mask[0] + output_mask[1]);
+    for_each_block(batch.blocks(), work, [&](int64_t block) {
       backward_block_of(batch, block, g_data, gs_data, h_data, w_data, gh, gw);
     });
   });
