@@ -20,16 +20,23 @@ from mmarnn_min import extension
 from mmarnn_min.routing import (available_backends, masked_routing, masked_routing_fallback,
                                 masked_routing_reference, route)
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
+ON_GPU = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+DEVICES = ["cpu", pytest.param("cuda", marks=ON_GPU)]
 BACKENDS = ["extension", "fallback", "cuda_emulator"]
 BACKEND_DEVICES = [
-    pytest.param(backend, device, marks=CUDA, id=f"{backend}-cuda") if device == "cuda"
+    pytest.param(backend, device, marks=ON_GPU, id=f"{backend}-cuda") if device == "cuda"
     else pytest.param(backend, device, id=f"{backend}-cpu")
     for device in ("cpu", "cuda") for backend in BACKENDS
     if not (backend == "cuda_emulator" and device == "cuda")
 ]
 EMULATOR_EXAMPLES = 12  # each of its cases runs ~100 blocks of 128 OS threads
+
+
+def on_gpu(test):
+    """Marks a test that needs a CUDA device (``pytest -m cuda`` runs them all)."""
+    for mark in ON_GPU:
+        test = mark(test)
+    return test
 
 
 def make_case(batch, frames, width, features, lengths, with_bias, sliced=False, dtype=torch.float64,
@@ -311,22 +318,24 @@ def test_backward_computes_only_the_gradients_autograd_asks_for(backend, wanted)
 
 # ---- no host synchronisation: torch.compile(fullgraph=True), CUDA graphs ----
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_compiles_to_one_graph_forward_and_backward(backend):
+@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+def test_compiles_to_one_graph_forward_and_backward(backend, device):
+    """fullgraph=True fails on any graph break, such as reading a length on the host."""
     torch._dynamo.reset()
-    h, lengths, weight, bias = make_case(4, 6, 3, 5, [6, 4, 1, 0], True, sliced=True)
+    h, lengths, weight, bias = make_case(4, 6, 3, 5, [6, 4, 1, 0], True, sliced=True, device=device)
     compiled = torch.compile(lambda h, lengths, weight, bias: masked_routing(h, lengths, weight, bias, backend=backend),
                              fullgraph=True)
-    grad_out = torch.randn(4, 5, dtype=h.dtype)
+    grad_out = torch.randn(4, 5, dtype=h.dtype, device=device)
     got = gradients(compiled, h, lengths, weight, bias, grad_out)
     want = gradients(masked_routing_reference, h, lengths, weight, bias, grad_out)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
-    with pytest.raises(RuntimeError, match=r"every length must lie in \[0, T\]"):
-        compiled(h, torch.tensor([7, 4, 1, 0]), weight, bias)
+    if device == "cpu":  # (on a GPU the error is a device-side assert, which ends the CUDA context)
+        with pytest.raises(RuntimeError, match=r"every length must lie in \[0, T\]"):
+            compiled(h, torch.tensor([7, 4, 1, 0]), weight, bias)
 
 
-@CUDA
+@on_gpu
 @pytest.mark.parametrize("backend", ["extension", "fallback"])
 def test_captured_in_a_cuda_graph(backend):
     """Forward and backward replay from a CUDA graph (which forbids any host synchronisation)
@@ -454,7 +463,7 @@ def test_backward_operator_checks_grad_out(operator):
         getattr(torch.ops.mmarnn_min, operator)(torch.zeros(2, 3), h, lengths, weight, [True, True])
 
 
-@CUDA
+@on_gpu
 def test_device_mismatch_is_named():
     h, lengths, weight, bias = good_inputs("cuda")
     with pytest.raises(ValueError, match="weight is on cpu but h is on cuda"):
@@ -479,7 +488,7 @@ def test_backend_switch_by_argument_and_environment(monkeypatch):
     assert len(calls) == 1
 
 
-@CUDA
+@on_gpu
 def test_lengths_may_live_on_the_cpu_for_cuda_tensors():
     h, lengths, weight, bias = good_inputs("cuda")
     torch.testing.assert_close(masked_routing(h, lengths.cpu(), weight, bias), masked_routing(h, lengths, weight, bias))
