@@ -258,12 +258,12 @@ def test_edge_cases_lengths_zero_and_full_and_single_sample(backend, device):
     assert torch.equal(grad_h, torch.zeros_like(h))
 
 
-@pytest.mark.parametrize("backend", ["extension", "cuda_emulator"])
-def test_many_features(backend):
+@pytest.mark.parametrize("backend, device", [p for p in BACKEND_DEVICES if p.values[0] != "fallback"])
+def test_many_features(backend, device):
     """F = 1600, more than one block of features and a backward whose grad_h sums beyond the
     32 features a block holds in registers: forward and backward as the reference."""
-    h, lengths, weight, bias = make_case(3, 2, 3, 1600, [2, 1, 0], True)
-    grad_out = torch.randn(3, 1600, dtype=h.dtype)
+    h, lengths, weight, bias = make_case(3, 2, 3, 1600, [2, 1, 0], True, device=device)
+    grad_out = torch.randn(3, 1600, dtype=h.dtype, device=device)
     got = gradients(run_backend(backend), h, lengths, weight, bias, grad_out)
     want = gradients(masked_routing_reference, h, lengths, weight, bias, grad_out)
     for g, w in zip(got, want):

@@ -30,13 +30,16 @@
 // added in block order, and each video's sums run in a fixed order, so the output depends
 // neither on which thread took which block nor on the other videos of the batch (bit for bit).
 //
-// Threads. Each call opens ONE parallel region on torch's intra-op threads and hands the blocks
-// out one at a time to whichever thread is free. Many small BLAS calls that each open their own
-// parallel region make every thread wait for the slowest at every call, and a thread that
-// another process has descheduled then stalls them all (the op ran 12 times slower than the
-// fallback beside a second PyTorch job); and a BLAS call made inside a parallel region is slow
-// (MKL's own threads meet torch's). So there is no BLAS here: the tile is a dozen lines, compiled
-// for AVX-512, AVX2 and baseline x86-64 (GCC's target_clones picks one when the library loads).
+// Threads. Each call opens at most ONE parallel region on torch's intra-op threads and hands
+// the blocks out one at a time to whichever thread is free (a call too small to share runs on
+// the calling thread alone). Many small BLAS calls that each open their own parallel region make
+// every thread wait for the slowest at every call, and a thread that another process has
+// descheduled then stalls them all, call after call: beside a second PyTorch job the op became
+// many times slower than the fallback. And a BLAS call made inside a parallel region is slow too
+// (the BLAS library's threads meet torch's). So there is no BLAS here: the tiles are a dozen
+// lines, compiled for AVX-512, AVX2 and baseline x86-64 (GCC's target_clones picks one when the
+// library loads), and the library is built with -fopenmp, without which at::parallel_for runs
+// on one thread.
 //
 // float16 and bfloat16: values are converted to float32 as they are read, the sums run in
 // float32, and each output is rounded once.
@@ -206,13 +209,13 @@ template <typename scalar_t, typename acc_t>
 MR_INLINE void forward_block(const Batch& batch, int64_t block, const scalar_t* h, const scalar_t* weight, acc_t* partial) {
   const int64_t c0 = block * kBlockColumns, c1 = std::min(c0 + kBlockColumns, batch.columns);
   const int64_t active = batch.reaching(c0);
-  for (int64_t i = 0; i < active; ++i) {
-    const int64_t end = std::min(batch.reach[i], c1) - c0;            // the video's real columns here
-    const scalar_t* video = h + batch.order[i] * batch.columns + c0;
-    for (int64_t f0 = 0; f0 < batch.features; f0 += kTileRows) {
-      const scalar_t* rows[kTileRows];                                   // weight[f0 + r, c0:], the last
-      for (int r = 0; r < kTileRows; ++r)                                // row again past F (unused)
-        rows[r] = weight + std::min(f0 + r, batch.features - 1) * batch.weight_stride + c0;
+  for (int64_t f0 = 0; f0 < batch.features; f0 += kTileRows) {       // 4 weight rows stay in cache
+    const scalar_t* rows[kTileRows];                                     // weight[f0 + r, c0:], the last
+    for (int r = 0; r < kTileRows; ++r)                                  // row again past F (unused)
+      rows[r] = weight + std::min(f0 + r, batch.features - 1) * batch.weight_stride + c0;
+    for (int64_t i = 0; i < active; ++i) {                               // while every video passes
+      const int64_t end = std::min(batch.reach[i], c1) - c0;            // the video's real columns here
+      const scalar_t* video = h + batch.order[i] * batch.columns + c0;
       Lanes<acc_t> acc[kTileRows] = {};
       accumulate_dots<acc_t>(end, video, rows, acc);
       for (int r = 0; r < kTileRows && f0 + r < batch.features; ++r) {
@@ -259,33 +262,34 @@ void routing_forward(const Batch& batch, const scalar_t* h, const scalar_t* weig
 // ---- backward ------------------------------------------------------------------------------------
 
 // grad_h[b, c0:c1]: the block's weight against each video's grad_out row, up to the video's
-// end, then exact zeros. Videos in tiles of 4 (sorted order), so each weight row is read once
-// per tile.
+// end, then exact zeros. 16 columns at a time for every video, in tiles of 4 videos (sorted
+// order): the 16 columns of the F weight rows stay in L1 while all the videos use them.
 template <typename scalar_t, typename acc_t>
 MR_INLINE void grad_h_block(const Batch& batch, int64_t block, const acc_t* g, const scalar_t* weight, scalar_t* grad_h) {
   const int64_t c0 = block * kBlockColumns, columns = std::min(kBlockColumns, batch.columns - c0);
   const std::vector<acc_t> no_gradient(batch.features, acc_t(0));
-  for (int64_t i0 = 0; i0 < batch.size; i0 += kTileRows) {
-    const acc_t* g_row[kTileRows];
-    scalar_t* out_row[kTileRows];
-    int64_t end[kTileRows];  // real columns of each video in this block
-    for (int r = 0; r < kTileRows; ++r) {
-      const bool present = i0 + r < batch.size;
-      g_row[r] = present ? g + batch.order[i0 + r] * batch.features : no_gradient.data();
-      out_row[r] = present ? grad_h + batch.order[i0 + r] * batch.columns + c0 : nullptr;
-      end[r] = present ? std::clamp<int64_t>(batch.reach[i0 + r] - c0, 0, columns) : 0;
-    }
-    for (int64_t q0 = 0; q0 < end[0]; q0 += kTileLanes) {
-      const int64_t n = std::min<int64_t>(kTileLanes, columns - q0);
+  auto end_of = [&](int64_t i) {  // real columns of video order[i] in this block (0 past the batch)
+    return i < batch.size ? std::clamp<int64_t>(batch.reach[i] - c0, 0, columns) : int64_t(0);
+  };
+  for (int64_t q0 = 0; q0 < end_of(0); q0 += kTileLanes) {
+    const int64_t n = std::min<int64_t>(kTileLanes, columns - q0);
+    for (int64_t i0 = 0; i0 < batch.size && end_of(i0) > q0; i0 += kTileRows) {  // tiles reaching q0
+      const acc_t* g_row[kTileRows];
+      for (int r = 0; r < kTileRows; ++r)
+        g_row[r] = i0 + r < batch.size ? g + batch.order[i0 + r] * batch.features : no_gradient.data();
       Lanes<acc_t> acc[kTileRows] = {};
       accumulate_tile<acc_t>(
           batch.features, [&](int r, int64_t f) { return g_row[r][f]; },
           [&](int64_t f) { return load_lanes<acc_t>(weight + f * batch.weight_stride + c0 + q0, n); }, acc);
       for (int r = 0; r < kTileRows; ++r)
-        if (q0 < end[r]) store_lanes<scalar_t, acc_t>(out_row[r] + q0, acc[r], end[r] - q0);
+        if (end_of(i0 + r) > q0)
+          store_lanes<scalar_t, acc_t>(grad_h + batch.order[i0 + r] * batch.columns + c0 + q0, acc[r],
+                                       end_of(i0 + r) - q0);
     }
-    for (int r = 0; r < kTileRows && i0 + r < batch.size; ++r)
-      std::fill(out_row[r] + end[r], out_row[r] + columns, scalar_t(0));
+  }
+  for (int64_t i = 0; i < batch.size; ++i) {
+    scalar_t* row = grad_h + batch.order[i] * batch.columns + c0;
+    std::fill(row + end_of(i), row + columns, scalar_t(0));
   }
 }
 
