@@ -8,15 +8,27 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime.h>
 
+#include <mutex>
+#include <unordered_map>
+
 #include "kernel_ops.h"
 
 namespace mmarnn_min {
 namespace {
 
+// The device's SM count, asked of the runtime once per device, so that later calls (inside a
+// CUDA-graph capture, say) make no query.
 int multiprocessors(const at::Tensor& t) {
-  int count = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, t.device().index()));
-  return count;
+  static std::mutex mutex;
+  static std::unordered_map<int, int> counts;
+  const std::lock_guard<std::mutex> lock(mutex);
+  const int device = t.device().index();
+  if (counts.count(device) == 0) {
+    int count = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+    counts[device] = count;
+  }
+  return counts[device];
 }
 
 at::Tensor masked_routing_cuda(const at::Tensor& h, const at::Tensor& lengths, const at::Tensor& weight,
