@@ -33,6 +33,12 @@ def mixed_precision(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+def full_precision(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 when autocast left it in a 16-bit float (losses are summed in float32);
+    float32 and float64 as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def set_threads(threads: int | None) -> None:
     """Use ``threads`` CPU threads for PyTorch (None: torch's default, one per core)."""
     if threads is None:

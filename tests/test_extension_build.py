@@ -91,3 +91,43 @@ def test_a_failed_build_warns_once_and_falls_back(monkeypatch):
         assert masked_routing(h, lengths, weight).shape == (2, 5)
     with pytest.raises(RuntimeError, match="extension is unavailable: RuntimeError: no compiler here"):
         masked_routing(h, lengths, weight, backend="extension")
+
+
+def test_the_cuda_arch_list_ends_with_ptx(monkeypatch):
+    """Compiled for the visible GPUs (or 8.0 and 9.0) plus PTX, which a newer GPU's driver
+    compiles when it loads the library; a TORCH_CUDA_ARCH_LIST the user sets is kept."""
+    monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert extension.cuda_arch_list() == "8.0;9.0+PTX"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i: (9, 0) if i == 0 else (8, 6))
+    assert extension.cuda_arch_list() == "8.6;9.0+PTX"
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
+    assert extension.cuda_arch_list() == "9.0"
+
+
+def test_a_failed_cuda_build_is_not_reported_as_the_extension(monkeypatch):
+    """available_backends tells the truth per device: with the CUDA library broken, CUDA tensors
+    get the fallback only, while CPU tensors keep the extension."""
+    from mmarnn_min.routing import available_backends
+
+    extension.load("cpu", required=True)
+    monkeypatch.setattr(extension, "_loaded", {"cpu": True})
+    monkeypatch.setattr(extension, "_errors", {})
+    monkeypatch.delenv("MMARNN_BACKEND", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+    def broken(kind):
+        raise RuntimeError("nvcc failed")
+
+    monkeypatch.setattr(extension, "build", broken)
+    with pytest.warns(RuntimeWarning, match="could not build the cuda masked-routing extension"):
+        assert available_backends("cuda") == ["fallback"]
+    assert available_backends("cpu") == ["extension", "fallback", "cuda_emulator"]
+
+
+def test_the_selftest_program_is_built_once(cache_dir):
+    program = extension.build_selftest()
+    before = program.stat().st_mtime_ns
+    assert extension.build_selftest() == program and program.stat().st_mtime_ns == before

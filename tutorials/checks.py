@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import _common
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-import _common
 from mmarnn_min import affect, faces
 from mmarnn_min.config import preset
 
@@ -296,28 +297,65 @@ def check_05_3(step: int) -> None:
 
 # ---- lesson 6: the extension (its current exercises) ----------------------------------------
 
-def check_06_1(filename: str) -> None:
-    """The file in the build directory whose presence lets a second run skip the compiler."""
+def planted_selftest_report(original: str, planted: str) -> str:
+    """What the emulator's self-test prints when ``original`` (a piece of routing_kernels.cuh,
+    found exactly once) is replaced by ``planted`` in a copy of the sources."""
+    import subprocess
+    import tempfile
+
     from mmarnn_min import extension
 
-    expected = f"{extension.library_name('cpu')}.so"
-    _verdict("6.1", Path(filename).name == expected, "Look at extension.build_directory('cpu') after a build: "
-             "which file does a second process load instead of compiling?")
+    sources = extension.copy_sources(Path(tempfile.mkdtemp(prefix="lesson6-check-")))
+    kernels = sources / "routing_kernels.cuh"
+    assert kernels.read_text().count(original) == 1, "the kernels changed: update the lesson's exercise"
+    kernels.write_text(kernels.read_text().replace(original, planted))
+    run = subprocess.run([str(extension.build_selftest(sources))], capture_output=True, text=True, timeout=300)
+    return run.stdout + run.stderr
 
 
-def check_06_2(piece: str, error: type) -> None:
-    """What torch.compile needs of the registered pieces (name the torch.library function),
-    and the exception masked_routing raises for a length > T."""
-    from mmarnn_min.routing import masked_routing
+END_OF_LOOP_BARRIER = "acc[i][j] += a[i] * w[j];\n    }\n    __syncthreads();\n  }\n"
+PADDING_GUARD = "k < k_stop && k < k_video ? acc_t(h[(b0 + i) * s.columns + k])"
 
+
+def check_06_1(array: str) -> None:
+    """The shared array the emulator names when the barrier at the end of the forward kernel's
+    tile loop is deleted."""
+    report = planted_selftest_report(END_OF_LOOP_BARRIER, END_OF_LOOP_BARRIER.replace("    __syncthreads();\n", ""))
+    found = re.search(r"shared-memory race: thread \d+ of block \([^)]*\) (?:reads|writes) (\w+)\[", report)
+    assert found, f"the planted race was not reported: {report}"
+    _verdict("6.1", array.strip() == found.group(1),
+             "Which tile does a thread overwrite with the next slice while a slower thread still reads it? Run "
+             "the self-test on the planted copy (as the lesson does) and read the array the report names.")
+
+
+def check_06_2(index: int, value: float) -> None:
+    """The output the self-test finds wrong, and its value, when the forward kernel's h load no
+    longer stops at a video's length (it reads the padding, which the self-test fills with NaN)."""
+    report = planted_selftest_report(PADDING_GUARD, PADDING_GUARD.replace(" && k < k_video", ""))
+    found = re.search(r"wrong result: out\[(\d+)\] = (\S+),", report)
+    assert found, f"the planted padding read was not reported: {report}"
+    expected_index, expected_value = int(found.group(1)), float(found.group(2))
+    same_value = (math.isnan(value) and math.isnan(expected_value)) or _close(value, expected_value, 1e-4)
+    _verdict("6.2", index == expected_index and same_value,
+             "Plant the change in a copy, build and run the self-test, and read its 'wrong result' line: the "
+             "output's index and the value it got.")
+
+
+def check_06_3(piece: str, error: type) -> None:
+    """What torch.compile needs of the registered pieces (the torch.library function), and the
+    exception a length > T raises inside the compiled function."""
+    from mmarnn_min.routing import available_backends, masked_routing
+
+    backend = "extension" if "extension" in available_backends() else "fallback"
+    compiled = torch.compile(lambda h, lengths, w: masked_routing(h, lengths, w, backend=backend), backend="aot_eager")
     try:
-        masked_routing(torch.randn(2, 3, 4), torch.tensor([4, 1]), torch.randn(5, 12))
+        compiled(torch.randn(2, 3, 4), torch.tensor([4, 1]), torch.randn(5, 12))
         raised = None
     except Exception as exception:  # noqa: BLE001 - the type is the answer
         raised = type(exception)
-    _verdict("6.2", piece.strip().removeprefix("torch.library.") == "register_fake" and error is raised,
-             "A compiler traces the operator with FakeTensors (shapes, no data): which registration computes an "
-             "output's shape? And pass the exception class itself, e.g. ValueError.")
+    _verdict("6.3", piece.strip().removeprefix("torch.library.") == "register_fake" and raised is not None
+             and error is raised, "A compiler traces the operator with FakeTensors (shapes, no data): which "
+             "registration computes an output's shape? And pass the exception class itself, as the compiled call raised it.")
 
 
 # ---- lesson 7: correlation losses -----------------------------------------------------------
@@ -419,7 +457,7 @@ def check_09_1(value: str, run: str | Path) -> None:
     estimated = load_run_features(run)["val"]
     truth = oracle_sequences(load_config(str(Path(run) / "config.json")).data, "val")
     errors = torch.cat([(e - t).abs() for e, t in zip(estimated.features, truth.features)]).mean(0)   # (26,)
-    _verdict("9.1", value == AFFECT_NAMES[int(errors.argmax())], f"Answer with one of checks.AFFECT_NAMES. Stack "
+    _verdict("9.1", value == AFFECT_NAMES[int(errors.argmax())], "Answer with one of checks.AFFECT_NAMES. Stack "
              "every validation frame of load_run_features(run)['val'] and of oracle_sequences(data, 'val') and "
              "take the column with the largest mean |difference|.")
 

@@ -1,10 +1,14 @@
 """``python -m mmarnn_min.bench``: every benchmark's side-by-side ratios, on the CPU and, when
 one is visible, on the GPU. ``--only routing`` picks one part; ``--quick`` shrinks the shapes
-(a smoke test, not a measurement)."""
+(a smoke test, not a measurement); ``--busy-neighbour`` measures while a second PyTorch job
+(a matrix-product loop on torch's default threads) runs beside, as on a shared machine."""
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
+from contextlib import contextmanager
 
 import torch
 
@@ -22,21 +26,42 @@ PARTS = {
 }
 
 
+NEIGHBOUR = "import torch\na = torch.randn(1024, 1024)\nwhile True:\n    a = torch.tanh(a @ a)\n"
+
+
+@contextmanager
+def busy_neighbour(enabled: bool):
+    """While open, a second PyTorch process multiplies matrices on its default threads."""
+    if not enabled:
+        yield
+        return
+    job = subprocess.Popen([sys.executable, "-c", NEIGHBOUR])
+    try:
+        yield
+    finally:
+        job.kill()
+        job.wait()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mmarnn_min.bench", description=__doc__)
     parser.add_argument("--only", choices=sorted(PARTS), action="append", help="run only this part (repeatable)")
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all",
                         help="where to measure (default: the CPU and the GPU if there is one)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes: checks that the benchmark runs")
+    parser.add_argument("--busy-neighbour", action="store_true",
+                        help="measure while a second PyTorch job (matrix products) runs on the same machine")
     args = parser.parse_args(argv)
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
-          + (f", GPU: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"))
-    for part in args.only or list(PARTS):
-        for device in devices:
-            print()
-            print(PARTS[part](torch.device(device), args.quick))
+          + (f", GPU: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU")
+          + (", beside a busy PyTorch job" if args.busy_neighbour else ""))
+    with busy_neighbour(args.busy_neighbour):
+        for part in args.only or list(PARTS):
+            for device in devices:
+                print()
+                print(PARTS[part](torch.device(device), args.quick))
 
 
 if __name__ == "__main__":

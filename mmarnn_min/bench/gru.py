@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from mmarnn_min.bench.timing import format_table, time_side_by_side
+from mmarnn_min.bench.timing import time_side_by_side
 from mmarnn_min.gru import GRU
+from mmarnn_min.tables import format_table
 
 PAPER_SHAPE = {"batch": 32, "frames": 480, "input_size": 26, "hidden_size": 128}
 QUICK_SHAPE = {"batch": 4, "frames": 12, "input_size": 5, "hidden_size": 8}

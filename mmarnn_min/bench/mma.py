@@ -16,8 +16,9 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from mmarnn_min.bench.timing import format_table, time_side_by_side
+from mmarnn_min.bench.timing import time_side_by_side
 from mmarnn_min.mma import MMA, MMAConfig, predict_features
+from mmarnn_min.tables import format_table
 
 GPU_GOAL = 5000  # crops/s, paper config at 112 x 112, mixed precision
 

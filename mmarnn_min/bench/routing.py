@@ -1,9 +1,10 @@
-"""Benchmark of masked routing (DESIGN section 2, paper section 3.2).
+"""Benchmark of masked routing (docs/design.md; paper section 3.2).
 
-The fused operator against the pure-PyTorch fallback and a naive loop over videos (one
-matrix-vector product per video, straight off the definition), forward and forward+backward,
-at the paper's shape (B=4, T=480, D=128, F=32) and at B=64 and B=256, lengths uniform in
-[T/4, T]. On a GPU it also prints the fused op's achieved memory bandwidth, counted from the
+The fused operator against the pure-PyTorch fallback and the reference loop
+(``masked_routing_reference``: one matrix-vector product per video, straight off the
+definition), forward and forward+backward, at the paper's shape (B=4, T=480, D=128, F=32) and at
+B=64 and B=256, lengths uniform in [T/4, T]. Every figure is a ratio measured side by side in
+one run. On a GPU it also prints the fused op's achieved memory bandwidth, counted from the
 bytes it must move at least, against the device's peak.
 """
 
@@ -11,18 +12,17 @@ from __future__ import annotations
 
 import torch
 
-from mmarnn_min.bench.timing import format_table, time_side_by_side
-from mmarnn_min.routing import available_backends, masked_routing
+from mmarnn_min.bench.timing import time_side_by_side
+from mmarnn_min.routing import (
+    available_backends,
+    masked_routing,
+    masked_routing_reference,
+)
+from mmarnn_min.tables import format_table
 
 PAPER_SHAPE = {"frames": 480, "width": 128, "features": 32}  # T, D (GRU units), F
 BATCHES = (4, 64, 256)
-
-
-def naive_loop(h: torch.Tensor, lengths: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """out[b] = bias + weight[:, :L_b*D] @ h[b, :L_b].flatten(), one video at a time."""
-    width = h.shape[2]
-    rows = [bias + weight[:, : int(n) * width] @ h[b, : int(n)].reshape(-1) for b, n in enumerate(lengths.tolist())]
-    return torch.stack(rows)  # (B, F)
+REFERENCE_BACKWARD_UP_TO = 64  # the reference loop's backward takes seconds past this B
 
 
 def make_inputs(batch: int, frames: int, width: int, features: int, device: torch.device, seed: int = 0):
@@ -58,13 +58,8 @@ def peak_bandwidth(device: torch.device) -> float | None:
 
 
 def run(device: torch.device, batches=BATCHES, shape=PAPER_SHAPE, turns: int = 7) -> str:
-    have_extension = "extension" in available_backends() and (
-        device.type == "cpu" or torch._C._dispatch_has_kernel_for_dispatch_key("mmarnn_min::masked_routing", "CUDA")
-    )
-    implementations = {
-        "fallback": lambda *a: masked_routing(*a, backend="fallback"),
-        "naive": naive_loop,
-    }
+    have_extension = "extension" in available_backends(device)  # builds (or loads) the library for device
+    implementations = {"fallback": lambda *a: masked_routing(*a, backend="fallback"), "reference": masked_routing_reference}
     if have_extension:
         implementations = {"fused": lambda *a: masked_routing(*a, backend="extension"), **implementations}
     peak = peak_bandwidth(device)
@@ -78,20 +73,24 @@ def run(device: torch.device, batches=BATCHES, shape=PAPER_SHAPE, turns: int = 7
                     return lambda: fn(h.detach(), lengths, weight.detach(), bias.detach())
                 return lambda: torch.autograd.grad(fn(h, lengths, weight, bias), (h, weight, bias), grad_out)
 
-            seconds = time_side_by_side({name: contender(fn) for name, fn in implementations.items()},
-                                        device, turns=turns)
-            row = [batch, "fwd+bwd" if backward else "forward"] + [1e3 * seconds[name] for name in implementations]
+            timed = {name: fn for name, fn in implementations.items()
+                     if not (name == "reference" and backward and batch > REFERENCE_BACKWARD_UP_TO)}
+            seconds = time_side_by_side({name: contender(fn) for name, fn in timed.items()}, device, turns=turns)
+            row = [batch, "fwd+bwd" if backward else "forward"]
+            row += [1e3 * seconds[name] if name in seconds else "-" for name in implementations]
             if have_extension:
-                row += [seconds["fallback"] / seconds["fused"], seconds["naive"] / seconds["fused"]]
+                row += [seconds["fallback"] / seconds["fused"],
+                        seconds["reference"] / seconds["fused"] if "reference" in seconds else "-"]
                 if peak:
                     achieved = minimum_bytes(lengths, backward=backward, **shape) / seconds["fused"]
                     row += [achieved / 1e9, 100 * achieved / peak]
             rows.append(row)
     header = ["B", "pass"] + [f"{name} ms" for name in implementations]
     if have_extension:
-        header += ["fallback/fused", "naive/fused"] + (["fused GB/s", "% of peak"] if peak else [])
+        header += ["fallback/fused", "reference/fused"] + (["fused GB/s", "% of peak"] if peak else [])
+    threads = f", {torch.get_num_threads()} CPU threads" if device.type == "cpu" else ""
     title = (f"masked routing on {device} (T={shape['frames']}, D={shape['width']}, F={shape['features']}, "
-             f"lengths uniform in [T/4, T], float32, median of {turns} alternating turns)")
+             f"lengths uniform in [T/4, T], float32{threads}, median of {turns} alternating turns)")
     if peak:
         title += f"; peak memory bandwidth {peak / 1e9:.0f} GB/s"
     if not have_extension:

@@ -34,12 +34,3 @@ def time_side_by_side(
             synchronize(device)
             samples[name].append((time.perf_counter() - start) / calls_per_turn)
     return {name: statistics.median(values) for name, values in samples.items()}
-
-
-def format_table(header: list[str], rows: list[list[object]]) -> str:
-    """A plain-text table with right-aligned columns."""
-    cells = [header] + [[f"{c:.3g}" if isinstance(c, float) else str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in cells]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)

@@ -1,152 +1,440 @@
-// Masked routing (MMA-MRNNet, section 3.2): the operator's schema and its CPU kernels.
+// Masked routing (MMA-MRNNet, section 3.2): the operators' schemas, their CPU kernels and the
+// rule that runs them under autocast.
 //
 //   forward   out[b]        = bias + sum_{t < L_b} W_t @ h[b, t]           W_t = weight[:, t*D:(t+1)*D]
 //   backward  grad_h[b, t]  = W_t^T @ grad_out[b]            if t < L_b, else exactly 0
 //             grad_W_t      = sum_{b : t < L_b} grad_out[b] (x) h[b, t]  (exactly 0 when no b reaches t)
-//   (grad_bias = sum_b grad_out[b] is one line of Python in mmarnn_min/routing.py.)
+//   (grad_bias = sum_b grad_out[b] is one line of Python in mmarnn_min/extension.py.)
 //
-// How the CPU kernels avoid the padding. Sort the videos from longest to shortest and copy each
-// video's real frames into one row of a compact buffer. Then, for any block of frames, the
-// videos that reach into it are a prefix of the rows, so the block's contribution is a single
-// matrix product over that prefix, done by the BLAS library that PyTorch ships:
+// How it is tested and where it stands: tests/test_routing.py holds these kernels to the
+// reference loop (mmarnn_min.routing.masked_routing_reference) and to every law of
+// docs/design.md, in float64, float32, float16 and bfloat16, with opcheck, gradcheck and
+// torch.compile; `python -m mmarnn_min.bench --only routing` times them against the plain
+// PyTorch fallback. Both run on every commit, on the CPU.
 //
-//          frames ->  block 0    block 1    block 2
-//   row 0 (L=300)    [########] [########] [####0000]     out_sorted[:3] += rows[:3, blk0] @ W_blk0^T
-//   row 1 (L=170)    [########] [##000000]                out_sorted[:2] += rows[:2, blk1] @ W_blk1^T
-//   row 2 (L=60)     [######00]                           out_sorted[:1] += rows[:1, blk2] @ W_blk2^T
+// How the CPU kernels work. View h as (B, K) with K = T*D, weight as (F, K); video b's real
+// values are h[b, k < K_b], K_b = L_b * D. The K columns are cut into blocks of 2048; each block
+// is one work item, and its share of each product is done 16 columns at a time by a register
+// tile of 4 x 16 sums (64 FMA per step, one AVX-512 register per row):
 //
-// No video's padded frames are read, frames past the longest video are never touched, and the
-// few frames between a video's end and its last block's end are zeros in the compact copy (they
-// add exactly 0). Blocks hold kColumnsPerBlock / D frames so each product is big enough to run at
-// BLAS speed; the sort costs O(B log B), the copy O(sum_b L_b * D). grad_weight is built the
-// same way. grad_h is one product grad_out @ weight[:, :longest*D] written straight into
-// grad_h, whose padded frames are then set to exact zeros: measured faster than per-block
-// products into the sorted buffer plus a scatter back (python -m mmarnn_min.bench).
-#include "masked_routing.h"
+//   forward      one video x 4 features, lane-wise: acc[f][j] += h[b, k+j] * weight[f, k+j] over
+//                the video's real columns, the 16 lanes added up at the end (accumulate_dots)
+//   grad_h       4 videos x 16 columns, over the F features: acc[b][j] += grad_out[b, f] * weight[f, k+j]
+//   grad_weight  4 features x 16 columns, over the videos that reach them:
+//                acc[f][j] += grad_out[b, f] * h[b, k+j]                       (accumulate_tile)
+//
+// The videos are visited from longest to shortest, so the videos that reach a column are a
+// prefix of that order. h and weight are read where they lie, never copied (16 values at a time
+// are converted for float16 and bfloat16, and a video's last, partial 16 are copied so that no
+// value of the padding is ever read). Each block's forward sums go to their own partial sums,
+// added in block order, and each video's sums run in a fixed order, so the output depends
+// neither on which thread took which block nor on the other videos of the batch (bit for bit).
+//
+// Threads. Each call opens at most ONE parallel region on torch's intra-op threads and hands
+// the blocks out one at a time to whichever thread is free (a call too small to share runs on
+// the calling thread alone). Many small BLAS calls that each open their own parallel region make
+// every thread wait for the slowest at every call, and a thread that another process has
+// descheduled then stalls them all, call after call: beside a second PyTorch job the op became
+// many times slower than the fallback. And a BLAS call made inside a parallel region is slow too
+// (the BLAS library's threads meet torch's). So there is no BLAS here: the tiles are a dozen
+// lines, compiled for AVX-512, AVX2 and baseline x86-64 (GCC's target_clones picks one when the
+// library loads), and the library is built with -fopenmp, without which at::parallel_for runs
+// on one thread.
+//
+// float16 and bfloat16: values are converted to float32 as they are read, the sums run in
+// float32, and each output is rounded once.
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
 #include <numeric>
+#include <tuple>
 #include <vector>
+
+#include "masked_routing.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define MR_CLONES
+#endif
+#define MR_INLINE inline __attribute__((always_inline))
 
 namespace mmarnn_min {
 namespace {
 
-constexpr int64_t kColumnsPerBlock = 2048;  // measured here: 8192 and 32768 were slower
+constexpr int64_t kBlockColumns = 2048;  // columns per work item: its weight (F x 2048) stays in cache
+constexpr int kTileRows = 4;
+constexpr int kTileLanes = 16;           // one AVX-512 register of float32
 
-struct SortedBatch {
-  at::Tensor order;             // (B,) int64: order[i] = index in the batch of the i-th longest video
-  std::vector<int64_t> length;  // (B,) the lengths in that order (descending)
-  at::Tensor rows;              // (B, longest*D): row i = real frames of video order[i], then zeros
-  int64_t frames_per_block;
+int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
+
+// 16 numbers as one SIMD value (GCC's vector extension: one AVX-512 register of float32, two of
+// AVX2, four of SSE2, as the clone compiled for this CPU has).
+template <typename T>
+struct LanesOf {
+  typedef T type __attribute__((vector_size(kTileLanes * sizeof(T))));
 };
+template <typename T>
+using Lanes = typename LanesOf<T>::type;
 
-int64_t frames_per_block(int64_t width) { return std::max<int64_t>(1, kColumnsPerBlock / std::max<int64_t>(1, width)); }
-
-// Number of sorted rows whose video reaches frame t (length > t): a prefix of the rows.
-int64_t rows_reaching(const std::vector<int64_t>& length, int64_t t) {
-  return std::upper_bound(length.begin(), length.end(), t, [](int64_t frame, int64_t len) { return frame >= len; }) -
-         length.begin();
+// The n (at most 16) values at p, converted to acc_t, then zeros: nothing past them is read.
+// The common case (16 values) is one vector load, or a widening for bfloat16.
+template <typename acc_t, typename scalar_t>
+MR_INLINE Lanes<acc_t> load_lanes(const scalar_t* p, int64_t n = kTileLanes) {
+  Lanes<acc_t> v;
+  if (n >= kTileLanes) {
+    if constexpr (std::is_same_v<scalar_t, acc_t>) {
+      std::memcpy(&v, p, sizeof v);
+      return v;
+    } else if constexpr (std::is_same_v<scalar_t, at::BFloat16>) {  // a bfloat16 is a float's upper 16 bits
+      typedef uint16_t Bits16 __attribute__((vector_size(kTileLanes * 2)));
+      typedef uint32_t Bits32 __attribute__((vector_size(kTileLanes * 4)));
+      Bits16 bits;
+      std::memcpy(&bits, p, sizeof bits);
+      const Bits32 widened = __builtin_convertvector(bits, Bits32) << 16;
+      std::memcpy(&v, &widened, sizeof v);
+      return v;
+    }
+  }
+  acc_t values[kTileLanes];
+  for (int j = 0; j < kTileLanes; ++j) values[j] = j < n ? static_cast<acc_t>(p[j]) : acc_t(0);
+  std::memcpy(&v, values, sizeof v);
+  return v;
 }
 
-SortedBatch sort_and_compact(const at::Tensor& h, const at::Tensor& lengths, int64_t longest) {
-  const int64_t batch = h.size(0), frames = h.size(1), width = h.size(2);
-  SortedBatch sorted;
-  sorted.frames_per_block = frames_per_block(width);
-  const int64_t* len = lengths.data_ptr<int64_t>();
-  std::vector<int64_t> order(batch);
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [len](int64_t a, int64_t b) { return len[a] > len[b]; });
-  sorted.length.resize(batch);
-  for (int64_t i = 0; i < batch; ++i) sorted.length[i] = len[order[i]];
-  sorted.order = at::tensor(order, lengths.options());
-  sorted.rows = at::empty({batch, longest * width}, h.options());  // (B, longest*D)
-
-  const int64_t block = sorted.frames_per_block;
-  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "masked_routing_sort_and_compact", [&] {
-    const scalar_t* src = h.data_ptr<scalar_t>();
-    scalar_t* dst = sorted.rows.data_ptr<scalar_t>();
-    for (int64_t i = 0; i < batch; ++i) {
-        const int64_t real = sorted.length[i] * width;
-        // zeros up to the end of the last block this row takes part in
-        const int64_t padded = std::min((sorted.length[i] + block - 1) / block * block, longest) * width;
-        const scalar_t* video = src + order[i] * frames * width;
-        std::copy_n(video, real, dst + i * longest * width);
-        std::fill(dst + i * longest * width + real, dst + i * longest * width + padded, scalar_t(0));
+// Writes the first n (at most 16) lanes of v at p, converted to scalar_t.
+template <typename scalar_t, typename acc_t>
+MR_INLINE void store_lanes(scalar_t* p, const Lanes<acc_t>& v, int64_t n = kTileLanes) {
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    if (n >= kTileLanes) {
+      std::memcpy(p, &v, sizeof v);
+      return;
     }
+  }
+  acc_t values[kTileLanes];
+  std::memcpy(values, &v, sizeof v);
+  for (int j = 0; j < kTileLanes && j < n; ++j) p[j] = static_cast<scalar_t>(values[j]);
+}
+
+// acc[r] += sum_{p < steps} row(r, p) * vector(p), r < 4: 64 FMA per step, the vector (16
+// numbers) loaded once for the 4 rows; row(r, p) is one number.
+template <typename acc_t, typename Row, typename Vector>
+MR_INLINE void accumulate_tile(int64_t steps, const Row& row, const Vector& vector, Lanes<acc_t> (&acc)[kTileRows]) {
+  for (int64_t p = 0; p < steps; ++p) {
+    const Lanes<acc_t> v = vector(p);
+    for (int r = 0; r < kTileRows; ++r) acc[r] += row(r, p) * v;
+  }
+}
+
+// acc[r] += x[k:k+16] * w[r][k:k+16] lane by lane over k < n: 4 dot products of x with the 4
+// rows w[r], whose 16 lanes the caller adds up.
+template <typename acc_t, typename scalar_t>
+MR_INLINE void accumulate_dots(int64_t n, const scalar_t* x, const scalar_t* const* w,
+                               Lanes<acc_t> (&acc)[kTileRows]) {
+  int64_t k = 0;
+  for (; k + kTileLanes <= n; k += kTileLanes) {
+    const Lanes<acc_t> xk = load_lanes<acc_t>(x + k);
+    for (int r = 0; r < kTileRows; ++r) acc[r] += xk * load_lanes<acc_t>(w[r] + k);
+  }
+  if (k < n) {  // the last, partial 16
+    const Lanes<acc_t> xk = load_lanes<acc_t>(x + k, n - k);
+    for (int r = 0; r < kTileRows; ++r) acc[r] += xk * load_lanes<acc_t>(w[r] + k, n - k);
+  }
+}
+
+// The batch's geometry, read from the lengths (host memory: there is no device to wait for),
+// which are all checked before anything else is touched.
+struct Batch {
+  int64_t size, frames, width, features, columns;  // B, T, D, F, K = T*D
+  int64_t weight_stride;                           // elements between rows of weight
+  std::vector<int64_t> order;                      // batch index of the i-th longest video
+  std::vector<int64_t> reach;                      // reach[i] = K_b of video order[i] (descending)
+  int64_t blocks() const { return (columns + kBlockColumns - 1) / kBlockColumns; }
+  // Multiply-adds of the forward: each real value of h meets F weights.
+  int64_t forward_work() const {
+    int64_t real = 0;
+    for (int64_t r : reach) real += r;
+    return real * features;
+  }
+  // How many videos (a prefix of `order`) reach column k.
+  int64_t reaching(int64_t k) const {
+    return std::upper_bound(reach.begin(), reach.end(), k, [](int64_t column, int64_t r) { return column >= r; }) -
+           reach.begin();
+  }
+};
+
+Batch read_batch(const at::Tensor& h, const at::Tensor& lengths, const at::Tensor& weight) {
+  Batch batch{h.size(0), h.size(1), h.size(2), weight.size(0), h.size(1) * h.size(2),
+              weight.size(0) > 1 ? weight.stride(0) : h.size(1) * h.size(2), {}, {}};
+  const int64_t* len = lengths.data_ptr<int64_t>();
+  for (int64_t b = 0; b < batch.size; ++b)
+    TORCH_CHECK(len[b] >= 0 && len[b] <= batch.frames, "masked_routing: every length must lie in [0, T] = [0, ",
+                batch.frames, "], got ", len[b]);
+  batch.order.resize(batch.size);
+  std::iota(batch.order.begin(), batch.order.end(), 0);
+  std::stable_sort(batch.order.begin(), batch.order.end(), [len](int64_t a, int64_t b) { return len[a] > len[b]; });
+  for (int64_t b : batch.order) batch.reach.push_back(len[b] * batch.width);
+  return batch;
+}
+
+// work(i) for every i in [0, n), in one parallel region, each i given to the next free thread;
+// with one thread per kWorkPerThread multiply-adds of `work` at most (a call too small to share
+// runs on the calling thread alone: a parallel region costs more than it saves there, and much
+// more on a machine that other jobs share).
+constexpr int64_t kWorkPerThread = int64_t(1) << 24;
+
+template <typename Work>
+void for_each_block(int64_t n, int64_t work, const Work& block_work) {
+  const int64_t threads = std::min<int64_t>({n, at::get_num_threads(), 1 + work / kWorkPerThread});
+  if (threads <= 1) {
+    for (int64_t i = 0; i < n; ++i) block_work(i);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    for (int64_t i = next++; i < n; i = next++) block_work(i);
   });
-  return sorted;
+}
+
+// ---- forward -------------------------------------------------------------------------------------
+
+// partial[block, i, f] = sum over the block's columns k < K of video order[i] of h * weight.
+template <typename scalar_t, typename acc_t>
+MR_INLINE void forward_block(const Batch& batch, int64_t block, const scalar_t* h, const scalar_t* weight, acc_t* partial) {
+  const int64_t c0 = block * kBlockColumns, c1 = std::min(c0 + kBlockColumns, batch.columns);
+  const int64_t active = batch.reaching(c0);
+  for (int64_t f0 = 0; f0 < batch.features; f0 += kTileRows) {       // 4 weight rows stay in cache
+    const scalar_t* rows[kTileRows];                                     // weight[f0 + r, c0:], the last
+    for (int r = 0; r < kTileRows; ++r)                                  // row again past F (unused)
+      rows[r] = weight + std::min(f0 + r, batch.features - 1) * batch.weight_stride + c0;
+    for (int64_t i = 0; i < active; ++i) {                               // while every video passes
+      const int64_t end = std::min(batch.reach[i], c1) - c0;            // the video's real columns here
+      const scalar_t* video = h + batch.order[i] * batch.columns + c0;
+      Lanes<acc_t> acc[kTileRows] = {};
+      accumulate_dots<acc_t>(end, video, rows, acc);
+      for (int r = 0; r < kTileRows && f0 + r < batch.features; ++r) {
+        acc_t sum = 0;
+        for (int j = 0; j < kTileLanes; ++j) sum += acc[r][j];
+        partial[(block * batch.size + i) * batch.features + f0 + r] = sum;
+      }
+    }
+  }
+}
+
+// One block of the forward for each dtype, compiled for each CPU kind (MR_CLONES).
+MR_CLONES void forward_block_of(const Batch& b, int64_t block, const double* h, const double* w, double* partial) {
+  forward_block(b, block, h, w, partial);
+}
+MR_CLONES void forward_block_of(const Batch& b, int64_t block, const float* h, const float* w, float* partial) {
+  forward_block(b, block, h, w, partial);
+}
+MR_CLONES void forward_block_of(const Batch& b, int64_t block, const at::Half* h, const at::Half* w, float* partial) {
+  forward_block(b, block, h, w, partial);
+}
+MR_CLONES void forward_block_of(const Batch& b, int64_t block, const at::BFloat16* h, const at::BFloat16* w,
+                                float* partial) {
+  forward_block(b, block, h, w, partial);
+}
+
+template <typename scalar_t>
+void routing_forward(const Batch& batch, const scalar_t* h, const scalar_t* weight, const scalar_t* bias, scalar_t* out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  std::vector<acc_t> partial(batch.blocks() * batch.size * batch.features);  // (blocks, B, F), videos sorted
+  for_each_block(batch.blocks(), batch.forward_work(),
+                 [&](int64_t block) { forward_block_of(batch, block, h, weight, partial.data()); });
+  for (int64_t i = 0; i < batch.size; ++i) {  // the blocks each video reaches, in block order, then the bias
+    const int64_t reached = (batch.reach[i] + kBlockColumns - 1) / kBlockColumns;
+    for (int64_t f = 0; f < batch.features; ++f) {
+      acc_t sum = 0;
+      for (int64_t block = 0; block < reached; ++block) sum += partial[(block * batch.size + i) * batch.features + f];
+      if (bias != nullptr) sum += static_cast<acc_t>(bias[f]);
+      out[batch.order[i] * batch.features + f] = static_cast<scalar_t>(sum);
+    }
+  }
+}
+
+// ---- backward ------------------------------------------------------------------------------------
+
+// grad_h[b, c0:c1]: the block's weight against each video's grad_out row, up to the video's
+// end, then exact zeros. 16 columns at a time for every video, in tiles of 4 videos (sorted
+// order): the 16 columns of the F weight rows stay in L1 while all the videos use them.
+template <typename scalar_t, typename acc_t>
+MR_INLINE void grad_h_block(const Batch& batch, int64_t block, const acc_t* g, const scalar_t* weight, scalar_t* grad_h) {
+  const int64_t c0 = block * kBlockColumns, columns = std::min(kBlockColumns, batch.columns - c0);
+  const std::vector<acc_t> no_gradient(batch.features, acc_t(0));
+  auto end_of = [&](int64_t i) {  // real columns of video order[i] in this block (0 past the batch)
+    return i < batch.size ? std::clamp<int64_t>(batch.reach[i] - c0, 0, columns) : int64_t(0);
+  };
+  for (int64_t q0 = 0; q0 < end_of(0); q0 += kTileLanes) {
+    const int64_t n = std::min<int64_t>(kTileLanes, columns - q0);
+    for (int64_t i0 = 0; i0 < batch.size && end_of(i0) > q0; i0 += kTileRows) {  // tiles reaching q0
+      const acc_t* g_row[kTileRows];
+      for (int r = 0; r < kTileRows; ++r)
+        g_row[r] = i0 + r < batch.size ? g + batch.order[i0 + r] * batch.features : no_gradient.data();
+      Lanes<acc_t> acc[kTileRows] = {};
+      accumulate_tile<acc_t>(
+          batch.features, [&](int r, int64_t f) { return g_row[r][f]; },
+          [&](int64_t f) { return load_lanes<acc_t>(weight + f * batch.weight_stride + c0 + q0, n); }, acc);
+      for (int r = 0; r < kTileRows; ++r)
+        if (end_of(i0 + r) > q0)
+          store_lanes<scalar_t, acc_t>(grad_h + batch.order[i0 + r] * batch.columns + c0 + q0, acc[r],
+                                       end_of(i0 + r) - q0);
+    }
+  }
+  for (int64_t i = 0; i < batch.size; ++i) {
+    scalar_t* row = grad_h + batch.order[i] * batch.columns + c0;
+    std::fill(row + end_of(i), row + columns, scalar_t(0));
+  }
+}
+
+// grad_weight[:, c0:c1], 16 columns and 4 features at a time: the videos that reach the
+// columns (a prefix of the sorted order) each add grad_out[b, f] * h[b, k]; exact zeros where
+// none reaches. g_sorted: grad_out's rows in sorted order, F rounded up to 4 with zeros.
+template <typename scalar_t, typename acc_t>
+MR_INLINE void grad_weight_block(const Batch& batch, int64_t block, const acc_t* g_sorted, const scalar_t* h,
+                                 scalar_t* grad_weight) {
+  const int64_t c0 = block * kBlockColumns, c1 = std::min(c0 + kBlockColumns, batch.columns);
+  const int64_t pitch = round_up(batch.features, kTileRows);
+  for (int64_t k0 = c0; k0 < c1; k0 += kTileLanes) {
+    const int64_t n = std::min<int64_t>(kTileLanes, c1 - k0), active = batch.reaching(k0);
+    for (int64_t f0 = 0; f0 < batch.features; f0 += kTileRows) {
+      Lanes<acc_t> acc[kTileRows] = {};
+      accumulate_tile<acc_t>(
+          active, [&](int r, int64_t i) { return g_sorted[i * pitch + f0 + r]; },
+          [&](int64_t i) { return load_lanes<acc_t>(h + batch.order[i] * batch.columns + k0, std::min(n, batch.reach[i] - k0)); },
+          acc);
+      for (int r = 0; r < kTileRows && f0 + r < batch.features; ++r)
+        store_lanes<scalar_t, acc_t>(grad_weight + (f0 + r) * batch.columns + k0, acc[r], n);
+    }
+  }
+}
+
+// One block of the backward for each dtype, compiled for each CPU kind (MR_CLONES). g: grad_out
+// (B, F) as acc_t in batch order; g_sorted: its rows in sorted order, F rounded up to 4; a null
+// grad_h or grad_weight is not wanted.
+template <typename scalar_t, typename acc_t>
+MR_INLINE void backward_block(const Batch& b, int64_t block, const acc_t* g, const acc_t* g_sorted, const scalar_t* h,
+                              const scalar_t* w, scalar_t* grad_h, scalar_t* grad_weight) {
+  if (grad_h != nullptr) grad_h_block(b, block, g, w, grad_h);
+  if (grad_weight != nullptr) grad_weight_block(b, block, g_sorted, h, grad_weight);
+}
+MR_CLONES void backward_block_of(const Batch& b, int64_t block, const double* g, const double* gs, const double* h,
+                                 const double* w, double* gh, double* gw) {
+  backward_block(b, block, g, gs, h, w, gh, gw);
+}
+MR_CLONES void backward_block_of(const Batch& b, int64_t block, const float* g, const float* gs, const float* h,
+                                 const float* w, float* gh, float* gw) {
+  backward_block(b, block, g, gs, h, w, gh, gw);
+}
+MR_CLONES void backward_block_of(const Batch& b, int64_t block, const float* g, const float* gs, const at::Half* h,
+                                 const at::Half* w, at::Half* gh, at::Half* gw) {
+  backward_block(b, block, g, gs, h, w, gh, gw);
+}
+MR_CLONES void backward_block_of(const Batch& b, int64_t block, const float* g, const float* gs,
+                                 const at::BFloat16* h, const at::BFloat16* w, at::BFloat16* gh, at::BFloat16* gw) {
+  backward_block(b, block, g, gs, h, w, gh, gw);
+}
+
+// ---- the operators ---------------------------------------------------------------------------------
+
+template <typename scalar_t>
+const scalar_t* data_or_null(const c10::optional<at::Tensor>& t) {
+  return t.has_value() ? t->data_ptr<scalar_t>() : nullptr;
 }
 
 at::Tensor masked_routing_cpu(const at::Tensor& h, const at::Tensor& lengths, const at::Tensor& weight,
                               const c10::optional<at::Tensor>& bias) {
   check_routing_args(h, lengths, weight, c10::DeviceType::CPU);
   check_bias(bias, h, weight.size(0));
-  const int64_t longest = checked_longest_length(lengths, h.size(1));
-  const int64_t batch = h.size(0), width = h.size(2), features = weight.size(0);
-
-  at::Tensor out = bias.has_value() ? bias->unsqueeze(0).expand({batch, features}).clone(at::MemoryFormat::Contiguous)
-                                    : at::zeros({batch, features}, h.options());  // (B, F)
-  if (longest == 0) return out;
-
-  const SortedBatch sorted = sort_and_compact(h, lengths, longest);
-  at::Tensor out_sorted = at::zeros({batch, features}, h.options());  // (B, F), rows in sorted order
-  for (int64_t t0 = 0; t0 < longest; t0 += sorted.frames_per_block) {
-    const int64_t t1 = std::min(t0 + sorted.frames_per_block, longest);
-    const int64_t active = rows_reaching(sorted.length, t0);
-    const at::Tensor rows = sorted.rows.slice(0, 0, active).slice(1, t0 * width, t1 * width);  // (n, blk*D)
-    const at::Tensor w = weight.slice(1, t0 * width, t1 * width);                                // (F, blk*D)
-    out_sorted.slice(0, 0, active).addmm_(rows, w.t());
-  }
-  return out.index_add_(0, sorted.order, out_sorted);
+  const Batch batch = read_batch(h, lengths, weight);
+  at::Tensor out = at::empty({batch.size, batch.features}, h.options());  // (B, F)
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "masked_routing_cpu", [&] {
+    routing_forward(batch, h.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), data_or_null<scalar_t>(bias),
+                    out.data_ptr<scalar_t>());
+  });
+  return out;
 }
 
 std::tuple<at::Tensor, at::Tensor> masked_routing_backward_cpu(const at::Tensor& grad_out, const at::Tensor& h,
-                                                               const at::Tensor& lengths, const at::Tensor& weight) {
+                                                               const at::Tensor& lengths, const at::Tensor& weight,
+                                                               std::array<bool, 2> output_mask) {
   check_routing_args(h, lengths, weight, c10::DeviceType::CPU);
   check_grad_out(grad_out, h, weight.size(0));
-  const int64_t longest = checked_longest_length(lengths, h.size(1));
-  const int64_t batch = h.size(0), frames = h.size(1), width = h.size(2);
+  const Batch batch = read_batch(h, lengths, weight);
+  at::Tensor grad_h = output_mask[0] ? at::empty_like(h) : at::empty({0}, h.options());              // (B, T, D)
+  at::Tensor grad_weight = output_mask[1] ? at::empty({batch.features, batch.columns}, h.options())  // (F, T*D)
+                                          : at::empty({0}, h.options());
+  if (!output_mask[0] && !output_mask[1]) return {grad_h, grad_weight};
 
-  at::Tensor grad_h = at::empty_like(h);            // (B, T, D)
-  at::Tensor grad_weight = at::empty_like(weight);  // (F, T*D)
-  grad_weight.slice(1, longest * width).zero_();    // frames no video reaches
-  if (longest == 0) return {grad_h.zero_(), grad_weight};
-
-  // grad_h: one product over the frames up to the longest video, written straight into
-  // grad_h's rows, then each video's padded frames set to exact zeros.
-  at::Tensor grad_h_rows = grad_h.view({batch, frames * width});                 // (B, T*D)
-  at::Tensor grad_h_reached = grad_h_rows.slice(1, 0, longest * width);          // (B, longest*D)
-  at::mm_out(grad_h_reached, grad_out, weight.slice(1, 0, longest * width));
-  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "masked_routing_backward_zero_padding", [&] {
-    scalar_t* rows = grad_h_rows.data_ptr<scalar_t>();
-    const int64_t* len = lengths.data_ptr<int64_t>();
-    for (int64_t b = 0; b < batch; ++b)
-      std::fill(rows + b * frames * width + len[b] * width, rows + (b + 1) * frames * width, scalar_t(0));
+  const at::ScalarType accumulate = h.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor g = grad_out.to(accumulate).contiguous();                                          // (B, F)
+  const at::Tensor g_sorted = at::constant_pad_nd(                                                    // (B, F up to 4)
+      g.index_select(0, at::tensor(batch.order, lengths.options())), {0, round_up(batch.features, kTileRows) - batch.features});
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "masked_routing_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const acc_t* g_data = g.data_ptr<acc_t>();
+    const acc_t* gs_data = g_sorted.data_ptr<acc_t>();
+    scalar_t* gh = output_mask[0] ? grad_h.data_ptr<scalar_t>() : nullptr;
+    scalar_t* gw = output_mask[1] ? grad_weight.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* h_data = h.data_ptr<scalar_t>();
+    const scalar_t* w_data = weight.data_ptr<scalar_t>();
+    const int64_t work = batch.forward_work() * (output_mask[0] + output_mask[1]);
+    for_each_block(batch.blocks(), work, [&](int64_t block) {
+      backward_block_of(batch, block, g_data, gs_data, h_data, w_data, gh, gw);
+    });
   });
-
-  // grad_weight: per block of frames, one product over the videos that reach it.
-  const SortedBatch sorted = sort_and_compact(h, lengths, longest);
-  const at::Tensor grad_sorted = grad_out.index_select(0, sorted.order);  // (B, F)
-  for (int64_t t0 = 0; t0 < longest; t0 += sorted.frames_per_block) {
-    const int64_t t1 = std::min(t0 + sorted.frames_per_block, longest);
-    const int64_t active = rows_reaching(sorted.length, t0);
-    const at::Tensor rows = sorted.rows.slice(0, 0, active).slice(1, t0 * width, t1 * width);  // (n, blk*D)
-    at::Tensor grad_w_block = grad_weight.slice(1, t0 * width, t1 * width);                      // (F, blk*D)
-    at::mm_out(grad_w_block, grad_sorted.slice(0, 0, active).t(), rows);
-  }
   return {grad_h, grad_weight};
+}
+
+// ---- autocast: run in the autocast dtype (as torch.nn.functional.linear does) ----------------
+
+constexpr char kMaskedRouting[] = "mmarnn_min::masked_routing";
+constexpr char kMaskedRoutingEmulated[] = "mmarnn_min::masked_routing_emulated";
+
+template <c10::DeviceType kDevice, c10::DispatchKey kAutocastKey, const char* kOperator>
+at::Tensor masked_routing_autocast(const at::Tensor& h, const at::Tensor& lengths, const at::Tensor& weight,
+                                   const c10::optional<at::Tensor>& bias) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(kAutocastKey);
+  const at::ScalarType dtype = at::autocast::get_autocast_dtype(kDevice);
+  static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(kOperator, "").typed<at::Tensor(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&)>();
+  return op.call(at::autocast::cached_cast(dtype, h, kDevice), lengths, at::autocast::cached_cast(dtype, weight, kDevice),
+                 at::autocast::cached_cast(dtype, bias, kDevice));
 }
 
 }  // namespace
 
 TORCH_LIBRARY(mmarnn_min, m) {
   m.def("masked_routing(Tensor h, Tensor lengths, Tensor weight, Tensor? bias) -> Tensor");
-  m.def("masked_routing_backward(Tensor grad_out, Tensor h, Tensor lengths, Tensor weight) -> (Tensor, Tensor)");
+  m.def("masked_routing_backward(Tensor grad_out, Tensor h, Tensor lengths, Tensor weight, bool[2] output_mask) "
+        "-> (Tensor, Tensor)");
+  // the CUDA kernels run on the CPU by the emulator (masked_routing_emulated.cpp)
+  m.def("masked_routing_emulated(Tensor h, Tensor lengths, Tensor weight, Tensor? bias) -> Tensor");
+  m.def("masked_routing_emulated_backward(Tensor grad_out, Tensor h, Tensor lengths, Tensor weight, "
+        "bool[2] output_mask) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(mmarnn_min, CPU, m) {
   m.impl("masked_routing", &masked_routing_cpu);
   m.impl("masked_routing_backward", &masked_routing_backward_cpu);
+}
+
+TORCH_LIBRARY_IMPL(mmarnn_min, AutocastCPU, m) {
+  m.impl("masked_routing",
+         &masked_routing_autocast<c10::DeviceType::CPU, c10::DispatchKey::AutocastCPU, kMaskedRouting>);
+  m.impl("masked_routing_emulated",
+         &masked_routing_autocast<c10::DeviceType::CPU, c10::DispatchKey::AutocastCPU, kMaskedRoutingEmulated>);
+}
+
+TORCH_LIBRARY_IMPL(mmarnn_min, AutocastCUDA, m) {
+  m.impl("masked_routing",
+         &masked_routing_autocast<c10::DeviceType::CUDA, c10::DispatchKey::AutocastCUDA, kMaskedRouting>);
 }
 
 }  // namespace mmarnn_min

@@ -36,7 +36,7 @@ from mmarnn_min.mrnn import MRNN
 from mmarnn_min.mrnn_variants import variant_of
 from mmarnn_min.optim import mrnn_optimizer
 from mmarnn_min.progress import ProgressLine
-from mmarnn_min.runtime import mixed_precision
+from mmarnn_min.runtime import full_precision, mixed_precision
 
 
 @dataclass
@@ -148,7 +148,7 @@ def train_e2e(
             with mixed_precision(device, amp):
                 z, lengths = video_features(mma, [train_videos.frames(i) for i in batch], device)  # (B, T, 26)
                 prediction = mrnn(z, lengths)                                                  # (B, 7)
-            loss = pearson_loss(prediction.float(), target)
+            loss = pearson_loss(full_precision(prediction), target)
             finite_loss(loss.item(), f"stage e2e, epoch {epoch}, step {step + 1}",
                         "check the video labels and the learning rates (--e2e-mma-lr, --e2e-mrnn-lr)")
             mma_optimizer.zero_grad(set_to_none=True)

@@ -35,7 +35,7 @@ from mmarnn_min.metrics import improves
 from mmarnn_min.mma import MMA, MMAConfig, images_to_tensor
 from mmarnn_min.optim import warmup_cosine_lr
 from mmarnn_min.progress import ProgressLine
-from mmarnn_min.runtime import mixed_precision
+from mmarnn_min.runtime import full_precision, mixed_precision
 from mmarnn_min.stages.mma_eval import TASKS, chance_levels, describe, evaluate
 
 # Why lambda = 0.3 and not 1. L_DM's soft target q = p(e) @ R marks *every* AU of the Du row of
@@ -153,7 +153,7 @@ def train_mma(
                 group["lr"] = warmup_cosine_lr(config.lr, (epoch - 1) * steps_per_epoch + step, total_steps)
             with mixed_precision(device, amp):                                 # amp: bfloat16 convolutions
                 outputs = model(x)
-            outputs = type(outputs)(*(output.float() for output in outputs))     # the loss in float32
+            outputs = type(outputs)(*map(full_precision, outputs))             # the loss in float32 at least
             loss, parts = mma_loss(outputs, [label[batch].to(device) for label in labels], relation, dm_weight)
             finite_loss(parts["total"], f"stage mma, epoch {epoch}, step {step + 1}",
                         "check the image labels and the learning rate (--mma-lr)")

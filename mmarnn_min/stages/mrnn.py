@@ -32,7 +32,7 @@ from mmarnn_min.mrnn import MRNN, MRNNConfig
 from mmarnn_min.mrnn_variants import MRNNVariant, build_mrnn
 from mmarnn_min.optim import LazyAdam, mrnn_optimizer
 from mmarnn_min.routing import available_backends
-from mmarnn_min.runtime import mixed_precision
+from mmarnn_min.runtime import full_precision, mixed_precision
 
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "pearson": pearson_loss,     # the paper's: 1 - mean Pearson over the 7 reactions, across the batch
@@ -76,7 +76,7 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     with mixed_precision(z.device, amp):
         prediction = model(z, lengths)                                   # (B, C)
-    loss = loss_fn(prediction.float(), target)
+    loss = loss_fn(full_precision(prediction), target)
     loss.backward()
     optimizer.step(frames_reached=model.frames_reached(lengths))
     return loss.item()
@@ -136,7 +136,7 @@ def train_mrnn(
     elif resume:
         log(f"nothing to resume in {out_dir}: starting afresh")
 
-    backend = "fused extension" if "extension" in available_backends() else "PyTorch fallback"  # builds it now, untimed
+    backend = "fused extension" if "extension" in available_backends(device) else "PyTorch fallback"  # builds it now
     log(f"mrnn: {len(train_set)} training and {len(val_set)} validation videos, masked routing: {backend}, device {device}")
     elapsed = results["history"][-1]["seconds"] if results["history"] else 0.0
     first_epoch = len(results["history"]) + 1
