@@ -1,0 +1,175 @@
+"""``python -m mmarnn_min.bench.faces``: how fast ``predict`` reads a video of a real face,
+end to end (decode, detect, align, MMA, the per-frame table, MRNN) and part by part, on the
+CPU (the targets: 30 frames/s with Haar and 10 frames/s with MTCNN on 2 cores).
+
+The video: matplotlib's ``grace_hopper.jpg`` (its sample data; matplotlib comes with the dev
+and plot extras) moved, scaled and tilted a little from frame to frame on a blurred
+background, 10 s at 30 fps, 640 x 480, written with ``mmarnn_min.video.write_video`` (mp4v).
+The networks are untrained, of the default preset's sizes (MMA at 64 x 64): their speed does
+not depend on their weights.
+
+Each part runs alone over the same frames, already decoded (except decode itself), and is
+reported as wall-clock and CPU milliseconds per frame; the end-to-end rows time
+``mmarnn_min.inference.analyse`` from the file to the table and the 7 intensities, the median
+of ``--repeat`` runs. ``--cores N`` pins the process to N cores and uses N threads. A shared
+machine makes every figure noisy: the load average is printed with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from mmarnn_min.bench.timing import format_table
+from mmarnn_min.checkpoints import TrainedPipeline
+from mmarnn_min.detectors import Downscaled, HaarDetector, MTCNNDetector, detect_batch, primary_face
+from mmarnn_min.errors import UserError
+from mmarnn_min.faces import align_face
+from mmarnn_min.inference import analyse
+from mmarnn_min.mma import MMA, MMAConfig, predict_features
+from mmarnn_min.mrnn import MRNN, MRNNConfig
+from mmarnn_min.video import iter_frames, write_video
+from mmarnn_min.video_faces import BATCH_FRAMES, DETECT_SIDE
+
+SIZE = (640, 480)  # width, height of the video
+CROP = 64          # the default preset's crop side
+
+
+def grace_hopper() -> np.ndarray:
+    """matplotlib's sample portrait (600 x 512) as (H,W,3) uint8 RGB."""
+    try:
+        from matplotlib import cbook
+    except ImportError:
+        raise UserError('this benchmark reads matplotlib\'s sample photo: pip install -e ".[plot]"') from None
+    from PIL import Image
+
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def face_video(path: str | Path, frames: int = 300, fps: float = 30.0) -> Path:
+    """Write the benchmark's video (see the module docstring) to ``path``; returns the path."""
+    photo = grace_hopper()
+    width, height = SIZE
+    background = cv2.GaussianBlur(cv2.resize(photo, SIZE), (0, 0), 25)
+    centre = (photo.shape[1] / 2, photo.shape[0] / 2)
+    video = np.empty((frames, height, width, 3), np.uint8)                 # (N,H,W,3)
+    for t in range(frames):
+        phase = 2 * np.pi * t / frames
+        matrix = cv2.getRotationMatrix2D(centre, 4 * np.sin(phase), 0.75 + 0.05 * np.sin(2 * phase))
+        matrix[:, 2] += (width / 2 + 30 * np.sin(phase) - centre[0], height / 2 + 10 * np.cos(3 * phase) - centre[1])
+        video[t] = cv2.warpAffine(photo, matrix, SIZE, dst=background.copy(), borderMode=cv2.BORDER_TRANSPARENT)
+    return write_video(path, video, fps)
+
+
+def untrained_pipeline() -> TrainedPipeline:
+    """Networks of the default preset's sizes, untrained, reading up to 100,000 frames."""
+    torch.manual_seed(0)
+    mma = MMA(MMAConfig()).to(memory_format=torch.channels_last).eval()
+    return TrainedPipeline(mma, MRNN(MRNNConfig(max_frames=100_000)).eval(), CROP, ())
+
+
+def timed(run: Callable[[], object]) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (this process, all threads) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def in_batches(run: Callable[[list[np.ndarray]], object], frames: list[np.ndarray]) -> Callable[[], None]:
+    """A call running ``run`` over ``frames`` in batches of BATCH_FRAMES, as ``predict`` does."""
+    def every_batch() -> None:
+        for start in range(0, len(frames), BATCH_FRAMES):
+            run(frames[start:start + BATCH_FRAMES])
+    return every_batch
+
+
+def parts(path: Path, detectors: dict[str, Callable[[], object]], part_frames: int) -> list[list[object]]:
+    """One row per part: name, frames, wall ms/frame, CPU ms/frame, frames/s."""
+    rows = []
+
+    def row(name: str, count: int, seconds: tuple[float, float]) -> None:
+        wall, cpu = seconds
+        rows.append([name, count, 1e3 * wall / count, 1e3 * cpu / count, round(count / wall, 1)])
+
+    frames: list[np.ndarray] = []
+    seconds = timed(lambda: frames.extend(iter_frames(path)))                # N x (H,W,3)
+    row("decode (OpenCV, mp4v 640x480)", len(frames), seconds)
+    frames = frames[:part_frames]
+    landmarks = None
+    for name, make in detectors.items():
+        for side in (DETECT_SIDE, 0):
+            detector = make()
+            detector = Downscaled(detector, side) if side else detector
+            detect_batch(detector, frames[:1])  # warm up: first-call allocations
+            row(f"detect {name} at {side or 'full'} px", len(frames),
+                timed(in_batches(lambda batch: detect_batch(detector, batch), frames)))
+        landmarks = landmarks or [primary_face(detector, frame).landmarks for frame in frames]
+    row(f"align ({CROP} px)", len(frames),
+        timed(lambda: [align_face(frame, points, CROP) for frame, points in zip(frames, landmarks)]))
+    crops = np.stack([align_face(frame, points, CROP) for frame, points in zip(frames, landmarks)])
+    pipeline = untrained_pipeline()
+    predict_features(pipeline.mma, crops[:BATCH_FRAMES], BATCH_FRAMES)
+    row(f"MMA (default, {CROP} px, batches of {BATCH_FRAMES})", len(crops),
+        timed(lambda: predict_features(pipeline.mma, crops, BATCH_FRAMES)))
+    z = torch.from_numpy(predict_features(pipeline.mma, crops, BATCH_FRAMES))[None]  # (1,F,26)
+    with torch.inference_mode():
+        row("MRNN (default, the whole video at once)", z.shape[1],
+            timed(lambda: pipeline.mrnn(z, torch.tensor([z.shape[1]]))))
+    return rows
+
+
+def end_to_end(path: Path, detector: str, repeat: int) -> list[object]:
+    """The median of ``repeat`` runs of ``analyse`` with ``detector``: a table row."""
+    pipeline = untrained_pipeline()
+    runs = []
+    for _ in range(repeat):
+        wall, cpu = time.perf_counter(), time.process_time()
+        frames = len(analyse(pipeline, path, detector, device="cpu").table.index)
+        runs.append((time.perf_counter() - wall, time.process_time() - cpu))
+    wall, cpu = statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs)
+    return [f"end to end, {detector} (median of {repeat})", frames, 1e3 * wall / frames, 1e3 * cpu / frames,
+            round(frames / wall, 1)]
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(prog="python -m mmarnn_min.bench.faces", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cores", type=int, default=2, help="pin to this many cores and use as many threads (default: 2)")
+    parser.add_argument("--frames", type=int, default=300, help="the video's length (default: 300, 10 s at 30 fps)")
+    parser.add_argument("--part-frames", type=int, default=96, help="frames each part is timed on (default: 96)")
+    parser.add_argument("--repeat", type=int, default=3, help="end-to-end runs per detector (default: 3)")
+    parser.add_argument("--detectors", default="haar,mtcnn", help="comma-separated (default: haar,mtcnn)")
+    args = parser.parse_args(argv)
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.cores])
+    torch.set_num_threads(args.cores)
+    cv2.setNumThreads(args.cores)
+    makers = {"haar": HaarDetector, "mtcnn": MTCNNDetector}
+    names = [name for name in args.detectors.split(",") if name]
+    with tempfile.TemporaryDirectory() as folder:
+        path = face_video(Path(folder) / "grace_hopper.mp4", args.frames)
+        load = os.getloadavg()
+        rows = parts(path, {name: makers[name] for name in names}, args.part_frames)
+        rows += [end_to_end(path, name, args.repeat) for name in names]
+        load_after = os.getloadavg()
+    report = (f"predict on a {args.frames}-frame {SIZE[0]}x{SIZE[1]} video of a real face: {args.cores} cores "
+              f"({torch.get_num_threads()} torch threads), torch {torch.__version__}, opencv {cv2.__version__}; "
+              f"detectors at {DETECT_SIDE} px unless said; load average {load[0]:.1f} before, "
+              f"{load_after[0]:.1f} after\n"
+              + format_table(["part", "frames", "wall ms/frame", "CPU ms/frame", "frames/s"], rows))
+    print(report)
+    return report
+
+
+if __name__ == "__main__":
+    main()
