@@ -384,12 +384,14 @@ class Downscaled:
             _check_image(image)
             height, width = image.shape[:2]
             scale = self.max_side / max(height, width)
+            factor = None
             if scale < 1:
                 size = (max(1, round(width * scale)), max(1, round(height * scale)))
                 image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)      # (h,w,3)
+                factor = np.array([width / size[0], height / size[1]])          # (x, y) small -> image
             small.append(image)
-            factors.append(np.array([width / image.shape[1], height / image.shape[0]]))  # (x, y) small -> image
-        return [[_scaled(face, factor) for face in faces]
+            factors.append(factor)
+        return [faces if factor is None else [_scaled(face, factor) for face in faces]
                 for faces, factor in zip(detect_batch(self.detector, small), factors)]
 
 

@@ -96,8 +96,6 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     if args.plot is not None:
         check_output(args.plot, "--plot", PLOT_SUFFIXES, args.overwrite, args.video)
         require_matplotlib()
-    if args.frames is not None and args.plot is not None and args.frames.resolve() == args.plot.resolve():
-        raise UserError(f"--frames and --plot name the same file {args.frames}")
 
 
 def write_outputs(analysis: Analysis, frames: Path | None, plot: Path | None) -> None:
@@ -121,12 +119,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     check_arguments(parser, args)
     set_threads(args.threads)
-    media = probe_media(args.video)
-    if media.is_image and args.plot is not None:
-        raise UserError(f"--plot draws a video's timeline; {args.video} is an image: its values are in "
-                        f"--frames and --json")
     device = resolve_device(args.device)
     pipeline = load_trained(args.checkpoint, device)
+    if probe_media(args.video).is_image and args.plot is not None:
+        raise UserError(f"--plot draws a video's timeline; {args.video} is an image: its values are in "
+                        f"--frames and --json")
     analysis = analyse(pipeline, args.video, args.detector, args.stride, device, args.retinaface_weights,
                        args.detect_side)
     result = analysis.summary()

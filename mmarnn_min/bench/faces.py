@@ -141,34 +141,37 @@ def end_to_end(path: Path, detector: str, repeat: int) -> list[object]:
             round(frames / wall, 1)]
 
 
-def main(argv: list[str] | None = None) -> str:
+def run(frames: int = 300, part_frames: int = 96, repeat: int = 3, detectors: tuple[str, ...] = ("haar", "mtcnn")) -> str:
+    """The benchmark's report: the parts on ``part_frames`` frames, then end to end on the
+    whole ``frames``-frame video, ``repeat`` times per detector."""
+    makers = {"haar": HaarDetector, "mtcnn": MTCNNDetector}
+    with tempfile.TemporaryDirectory() as folder:
+        path = face_video(Path(folder) / "grace_hopper.mp4", frames)
+        load = os.getloadavg()
+        rows = parts(path, {name: makers[name] for name in detectors}, part_frames)
+        rows += [end_to_end(path, name, repeat) for name in detectors]
+        load_after = os.getloadavg()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"predict on a {frames}-frame {SIZE[0]}x{SIZE[1]} video of a real face: {cores} cores, "
+            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, opencv {cv2.__version__}; "
+            f"detectors at {DETECT_SIDE} px unless said; load average {load[0]:.1f} before, {load_after[0]:.1f} after\n"
+            + format_table(["part", "frames", "wall ms/frame", "CPU ms/frame", "frames/s"], rows))
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mmarnn_min.bench.faces", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cores", type=int, default=2, help="pin to this many cores and use as many threads (default: 2)")
     parser.add_argument("--frames", type=int, default=300, help="the video's length (default: 300, 10 s at 30 fps)")
     parser.add_argument("--part-frames", type=int, default=96, help="frames each part is timed on (default: 96)")
     parser.add_argument("--repeat", type=int, default=3, help="end-to-end runs per detector (default: 3)")
-    parser.add_argument("--detectors", default="haar,mtcnn", help="comma-separated (default: haar,mtcnn)")
+    parser.add_argument("--detectors", default="haar,mtcnn", help="comma-separated, of haar and mtcnn (default: both)")
     args = parser.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.cores])
     torch.set_num_threads(args.cores)
     cv2.setNumThreads(args.cores)
-    makers = {"haar": HaarDetector, "mtcnn": MTCNNDetector}
-    names = [name for name in args.detectors.split(",") if name]
-    with tempfile.TemporaryDirectory() as folder:
-        path = face_video(Path(folder) / "grace_hopper.mp4", args.frames)
-        load = os.getloadavg()
-        rows = parts(path, {name: makers[name] for name in names}, args.part_frames)
-        rows += [end_to_end(path, name, args.repeat) for name in names]
-        load_after = os.getloadavg()
-    report = (f"predict on a {args.frames}-frame {SIZE[0]}x{SIZE[1]} video of a real face: {args.cores} cores "
-              f"({torch.get_num_threads()} torch threads), torch {torch.__version__}, opencv {cv2.__version__}; "
-              f"detectors at {DETECT_SIDE} px unless said; load average {load[0]:.1f} before, "
-              f"{load_after[0]:.1f} after\n"
-              + format_table(["part", "frames", "wall ms/frame", "CPU ms/frame", "frames/s"], rows))
-    print(report)
-    return report
+    print(run(args.frames, args.part_frames, args.repeat, tuple(name for name in args.detectors.split(",") if name)))
 
 
 if __name__ == "__main__":
