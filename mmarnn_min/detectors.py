@@ -15,7 +15,7 @@ All share one interface, ``detect(rgb_uint8 (H,W,3)) -> list[FaceDetection]``:
                        from a local file or the torch hub cache; never downloaded here
 
 ``detect_batch(detector, images)`` finds the faces of many frames at once (MTCNN runs its
-networks on the whole batch, Haar spreads the frames over the CPU cores); ``Downscaled`` runs
+networks on the whole batch; the others take one frame after the other); ``Downscaled`` runs
 any detector on a smaller copy of the frame, which is where most of the time of a detector
 goes (its cost grows with the number of pixels) and loses little: a face big enough to align
 is big enough to find at a few hundred pixels.
@@ -32,10 +32,8 @@ Policies, the same for every detector:
 from __future__ import annotations
 
 import io
-import threading
 import warnings
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -153,48 +151,27 @@ HAAR_LANDMARKS_IN_BOX = np.array(
 
 class HaarDetector:
     """OpenCV's frontal-face Haar cascade (shipped with opencv-python 4.x; 5.x dropped it).
-    Scores are the cascade's level weights; landmarks are estimated from the box.
-
-    ``detect_batch`` runs the frames on ``workers`` threads (default: torch's CPU threads):
-    the cascade releases the GIL, and each thread has its own classifier because one
-    classifier keeps the image it is scanning in itself."""
+    Scores are the cascade's level weights; landmarks are estimated from the box. OpenCV
+    spreads one image's scan over its threads (``cv2.setNumThreads``)."""
 
     def __init__(
         self, min_size: int = 24, scale_factor: float = 1.1, min_neighbors: int = 5,
-        cascade: str = "haarcascade_frontalface_default.xml", workers: int | None = None,
+        cascade: str = "haarcascade_frontalface_default.xml",
     ) -> None:
         if not hasattr(cv2, "CascadeClassifier"):
             raise MissingPackageError("this OpenCV has no CascadeClassifier: install opencv-python>=4.8,<5")
-        self.path = Path(cv2.data.haarcascades) / cascade
+        path = Path(cv2.data.haarcascades) / cascade
+        self.classifier = cv2.CascadeClassifier(str(path))
+        if self.classifier.empty():
+            raise MissingPackageError(f"cannot load the Haar cascade {path}: reinstall opencv-python>=4.8,<5")
         self.min_size = min_size
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
-        self.workers = workers
-        self._local = threading.local()
-        self._pool: ThreadPoolExecutor | None = None
-        self._classifier()  # a missing cascade file fails here, not in the first frame
-
-    def _classifier(self) -> cv2.CascadeClassifier:
-        """This thread's classifier, loaded on its first use."""
-        classifier = getattr(self._local, "classifier", None)
-        if classifier is None:
-            classifier = self._local.classifier = cv2.CascadeClassifier(str(self.path))
-            if classifier.empty():
-                raise MissingPackageError(f"cannot load the Haar cascade {self.path}: reinstall opencv-python>=4.8,<5")
-        return classifier
-
-    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[FaceDetection]]:
-        """``detect`` on each image, the images spread over the worker threads."""
-        if self._pool is None:
-            import torch
-
-            self._pool = ThreadPoolExecutor(self.workers or torch.get_num_threads(), "haar")
-        return list(self._pool.map(self.detect, images))
 
     def detect(self, image: np.ndarray) -> list[FaceDetection]:
         _check_image(image)
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        boxes, _, weights = self._classifier().detectMultiScale3(
+        boxes, _, weights = self.classifier.detectMultiScale3(
             gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
             minSize=(self.min_size, self.min_size), outputRejectLevels=True,
         )
