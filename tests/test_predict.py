@@ -374,3 +374,22 @@ def test_a_real_face_video_through_each_detector(run_dir, tmp_path, detector):
     eyes = np.array([[float(row[name]) for name in ("left_eye_x", "left_eye_y", "right_eye_x", "right_eye_y")]
                      for row in rows])
     assert (eyes[:, 0] < eyes[:, 2]).all() and (np.abs(eyes[:, 2] - eyes[:, 0]) > 40).all()  # two eyes, apart
+
+
+def test_frames_stream_through_one_batch_at_a_time(gappy_video, monkeypatch):
+    """Only one batch of frames is decoded ahead: a long video never sits in memory whole."""
+    from mmarnn_min import video_faces
+
+    path, _ = gappy_video
+    decoded = []
+    real = video_faces.iter_media_frames
+
+    def counting(video):
+        for frame in real(video):
+            decoded.append(frame.shape)
+            yield frame
+
+    monkeypatch.setattr(video_faces, "iter_media_frames", counting)
+    batches = face_batches(path, make_detector("landmarks", path), TINY.image_size, batch_frames=4)
+    assert len(next(batches).indices) == 4 and len(decoded) == 4
+    assert len(next(batches).indices) == 4 and len(decoded) == 8
