@@ -217,10 +217,10 @@ class MTCNNDetector:
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[FaceDetection]]:
         for image in images:
             _check_image(image)
-        if len({image.shape for image in images}) > 1:  # the networks take one size per batch
-            return [self.detect(image) for image in images]
         if len(images) == 0:
             return []
+        if len({image.shape for image in images}) > 1:  # the networks take one size per batch
+            return [self.detect(image) for image in images]
         boxes, scores, points = self.model.detect(np.stack(images), landmarks=True)  # per image: (K,4), (K,), (K,5,2)
         return [
             [] if image_boxes is None else sort_detections([
