@@ -25,6 +25,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -116,7 +117,7 @@ def parts(path: Path, detectors: dict[str, Callable[[], object]], part_frames: i
             detector = Downscaled(detector, side) if side else detector
             detect_batch(detector, frames[:1])  # warm up: first-call allocations
             row(f"detect {name} at {side or 'full'} px", len(frames),
-                timed(in_batches(lambda batch: detect_batch(detector, batch), frames)))
+                timed(in_batches(partial(detect_batch, detector), frames)))
         landmarks = landmarks or [primary_face(detector, frame).landmarks for frame in frames]
     row(f"align ({CROP} px)", len(frames),
         timed(lambda: [align_face(frame, points, CROP) for frame, points in zip(frames, landmarks)]))
@@ -140,7 +141,7 @@ def end_to_end(path: Path, detectors: tuple[str, ...], repeat: int) -> list[list
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in detectors}
     for _ in range(repeat):
         for name in detectors:
-            samples[name].append(timed(lambda: analyse(pipeline, path, name, device="cpu")))
+            samples[name].append(timed(partial(analyse, pipeline, path, name, device="cpu")))
     rows = []
     for name, turns in samples.items():
         for label, (wall, cpu) in ((f"median of {repeat}", (statistics.median(w for w, _ in turns),
