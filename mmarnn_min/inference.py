@@ -8,7 +8,7 @@ left to right):
       --MRNN (paper section 3.2: GRU, masked routing over the L frames with a face, FC, FC)--> (7,)
 
 Only one batch of frames and crops is alive at a time; what grows with the video is its table
-(about 150 bytes a frame). An image is a video of one frame: its table has one row, and there
+(176 bytes a frame). An image is a video of one frame: its table has one row, and there
 are no intensities (MRNN reads a sequence).
 
 MRNN reads at most ``max_frames`` frames; a video with more face frames is refused with the
