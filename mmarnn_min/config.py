@@ -49,7 +49,7 @@ class PipelineConfig:
     oracle: bool = True              # on SynthAffect, also train the MRNN on the true per-frame affect (the ceiling)
     features_batch_size: int = 512   # frames per forward pass of the frozen MMA
     hume: str = ""                   # Hume-Reaction root (MuSe 2022 or ABAW5 layout): its videos replace SynthAffect's
-    detector: Literal["auto", "landmarks", "haar", "retinaface"] = "auto"  # face detector for --hume videos
+    detector: Literal["auto", "landmarks", "haar", "mtcnn", "retinaface"] = "auto"  # face detector for --hume videos
     retinaface_weights: str = ""     # local RetinaFace weights file for --detector retinaface
     stride: int = 1                  # read every stride-th frame of --hume videos
     affwild2: str = ""               # Aff-Wild2 root: its annotated frames join MMA's training images

@@ -6,9 +6,19 @@ All share one interface, ``detect(rgb_uint8 (H,W,3)) -> list[FaceDetection]``:
     GivenLandmarks     the landmarks come with the data (SynthAffect, Aff-Wild2 crops)
     HaarDetector       OpenCV's Haar cascade: works offline on real photos; its 5 points are
                        *estimated from the box* with fixed proportions, so they are
-                       approximate (no eye or mouth is located)
+                       approximate (no eye or mouth is located, and they do not follow a
+                       tilted head)
+    MTCNNDetector      MTCNN (Zhang et al. 2016: the P-, R- and O-Net cascade) from the
+                       ``facenet-pytorch`` package, whose wheel ships the weights: a real
+                       5-point detector that works offline
     RetinaFaceDetector RetinaFace (ResNet-50) from the ``retinaface-pytorch`` package, weights
                        from a local file or the torch hub cache; never downloaded here
+
+``detect_batch(detector, images)`` finds the faces of many frames at once (MTCNN runs its
+networks on the whole batch; the others take one frame after the other); ``Downscaled`` runs
+any detector on a smaller copy of the frame, which is where most of the time of a detector
+goes (its cost grows with the number of pixels) and loses little: a face big enough to align
+is big enough to find at a few hundred pixels.
 
 Policies, the same for every detector:
 - no face: ``detect`` returns ``[]``; ``crop_faces`` then returns a zero crop and marks the
@@ -66,6 +76,13 @@ class Detector(Protocol):
 def sort_detections(detections: Sequence[FaceDetection]) -> list[FaceDetection]:
     """Best first: highest score, then largest box."""
     return sorted(detections, key=lambda d: (d.score, d.area), reverse=True)
+
+
+def detect_batch(detector: Detector, images: Sequence[np.ndarray]) -> list[list[FaceDetection]]:
+    """The faces of each of ``images`` (each (H,W,3) uint8 RGB): the detector's own
+    ``detect_batch`` when it has one, else ``detect`` one image at a time."""
+    batched = getattr(detector, "detect_batch", None)
+    return batched(images) if batched is not None else [detector.detect(image) for image in images]
 
 
 def primary_face(detector: Detector, image: np.ndarray) -> FaceDetection | None:
@@ -134,7 +151,8 @@ HAAR_LANDMARKS_IN_BOX = np.array(
 
 class HaarDetector:
     """OpenCV's frontal-face Haar cascade (shipped with opencv-python 4.x; 5.x dropped it).
-    Scores are the cascade's level weights; landmarks are estimated from the box."""
+    Scores are the cascade's level weights; landmarks are estimated from the box. OpenCV
+    spreads one image's scan over its threads (``cv2.setNumThreads``)."""
 
     def __init__(
         self, min_size: int = 24, scale_factor: float = 1.1, min_neighbors: int = 5,
@@ -163,6 +181,54 @@ class HaarDetector:
             box = np.array([x, y, x + w, y + h], dtype=np.float32)
             detections.append(FaceDetection(box, float(weight), landmarks.astype(np.float32)))
         return sort_detections(detections)
+
+
+MTCNN_INSTALL = (
+    "MTCNN needs the facenet-pytorch package (its wheel holds the weights), whose requirements pin "
+    "torch 2.2: install it with `pip install -e \".[mtcnn]\" && pip install --no-deps facenet-pytorch==2.6.0`"
+)
+
+
+class MTCNNDetector:
+    """MTCNN from ``facenet-pytorch``, with the P-, R- and O-Net weights its wheel ships: a
+    pyramid of the image through P-Net proposes boxes, R-Net refines them at 24 x 24, O-Net at
+    48 x 48 scores them and places the 5 landmarks (Zhang et al. 2016). Its landmarks come in
+    RetinaFace's order (left eye, right eye, nose, left and right mouth corner; image left).
+
+    ``device``: where the networks run (a GPU when there is one). ``min_face_size`` (pixels),
+    ``thresholds`` (one per network) and ``factor`` (the pyramid's step) are MTCNN's own.
+    ``detect_batch`` runs frames of one size through the networks together.
+    """
+
+    def __init__(
+        self, device: str = "cpu", min_face_size: int = 20,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), factor: float = 0.709,
+    ) -> None:
+        try:
+            from facenet_pytorch import MTCNN
+        except ImportError as error:
+            raise MissingPackageError(f"{MTCNN_INSTALL} ({error})") from error
+        self.model = MTCNN(min_face_size=min_face_size, thresholds=list(thresholds), factor=factor,
+                           keep_all=True, select_largest=False, device=device).eval()
+
+    def detect(self, image: np.ndarray) -> list[FaceDetection]:
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[FaceDetection]]:
+        for image in images:
+            _check_image(image)
+        if len(images) == 0:
+            return []
+        if len({image.shape for image in images}) > 1:  # the networks take one size per batch
+            return [self.detect(image) for image in images]
+        boxes, scores, points = self.model.detect(np.stack(images), landmarks=True)  # per image: (K,4), (K,), (K,5,2)
+        return [
+            [] if image_boxes is None else sort_detections([
+                FaceDetection(np.asarray(box, np.float32), float(score), np.asarray(landmarks, np.float32))
+                for box, score, landmarks in zip(image_boxes, image_scores, image_points)
+            ])
+            for image_boxes, image_scores, image_points in zip(boxes, scores, points)
+        ]
 
 
 RETINAFACE_WEIGHTS = "retinaface_resnet50_2020-07-20-f168fae3c.zip"
@@ -272,6 +338,47 @@ class RetinaFaceDetector:
             for box, score, pts in zip(boxes[keep].cpu().numpy(), scores[keep].cpu().numpy(),
                                        points[keep].cpu().numpy())
         ])
+
+
+class Downscaled:
+    """``detector`` run on a copy of the image shrunk (pixel area averaging) so that its longer
+    side is at most ``max_side`` pixels; its boxes and landmarks are mapped back to the image.
+    An image already that small is passed as it is. Faces smaller than the detector's smallest
+    face at the reduced size (24 px for Haar, 20 px for MTCNN) are then missed."""
+
+    def __init__(self, detector: Detector, max_side: int) -> None:
+        if max_side < 1:
+            raise ValueError(f"max_side must be >= 1, got {max_side}")
+        self.detector = detector
+        self.max_side = max_side
+
+    def detect(self, image: np.ndarray) -> list[FaceDetection]:
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[FaceDetection]]:
+        small, factors = [], []
+        for image in images:
+            _check_image(image)
+            height, width = image.shape[:2]
+            scale = self.max_side / max(height, width)
+            factor = None
+            if scale < 1:
+                size = (max(1, round(width * scale)), max(1, round(height * scale)))
+                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)      # (h,w,3)
+                factor = np.array([width / size[0], height / size[1]])          # (x, y) small -> image
+            small.append(image)
+            factors.append(factor)
+        return [faces if factor is None else [_scaled(face, factor) for face in faces]
+                for faces, factor in zip(detect_batch(self.detector, small), factors)]
+
+
+def _scaled(face: FaceDetection, factor: np.ndarray) -> FaceDetection:
+    """``face`` found in a resized image, mapped back: a pixel centre x of the small image is
+    (x + 0.5) * factor - 0.5 in the original."""
+    def back(points: np.ndarray) -> np.ndarray:                     # (..., 2) small -> original
+        return ((points + 0.5) * factor - 0.5).astype(np.float32)
+
+    return FaceDetection(back(face.box.reshape(2, 2)).reshape(4), face.score, back(face.landmarks))
 
 
 def _check_image(image: np.ndarray) -> None:

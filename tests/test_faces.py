@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import sys
+import typing
 import zipfile
 
 import numpy as np
@@ -11,15 +13,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mmarnn_min import video_faces
 from mmarnn_min.detectors import (
+    Downscaled,
     FaceDetection,
     GivenLandmarks,
     HaarDetector,
+    MissingPackageError,
+    MTCNNDetector,
     RetinaFaceDetector,
     crop_faces,
+    detect_batch,
     load_retinaface_state_dict,
     primary_face,
 )
+from mmarnn_min.errors import UserError
 from mmarnn_min.faces import (
     ALIGN_TEMPLATE_112,
     align_face,
@@ -27,6 +35,13 @@ from mmarnn_min.faces import (
     alignment_matrix,
     similarity_transform,
 )
+from mmarnn_min.video_faces import DETECT_SIDE, make_detector
+
+# The 5 points of the face in matplotlib's grace_hopper.jpg (512 x 600), marked by hand once on
+# 8x zooms of the photo: the eye centres at the pupils, the nose tip on the ball of the nose, the
+# mouth corners where the lips meet ("left" = image left). Inter-ocular distance 82.1 px.
+GRACE_HOPPER_POINTS = np.array([[224, 190], [306, 186], [267, 236], [228, 281], [307, 278]], np.float64)
+GRACE_HOPPER_IOD = float(np.linalg.norm(GRACE_HOPPER_POINTS[1] - GRACE_HOPPER_POINTS[0]))
 
 
 def _similarity(scale: float, angle: float, tx: float, ty: float) -> np.ndarray:
@@ -205,3 +220,140 @@ def test_retinaface_runs_end_to_end_with_random_weights(tmp_path):
     np.testing.assert_allclose(again[0].box, detections[0].box, rtol=1e-4, atol=1e-3)
     with pytest.raises(FileNotFoundError, match="nowhere.pth"):
         RetinaFaceDetector(weights=tmp_path / "nowhere.pth")
+
+
+@pytest.fixture(scope="module")
+def grace_hopper() -> np.ndarray:
+    """matplotlib's sample portrait, (600,512,3) uint8 RGB."""
+    cbook = pytest.importorskip("matplotlib.cbook")
+    from PIL import Image
+
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def mtcnn() -> MTCNNDetector:
+    pytest.importorskip("facenet_pytorch", reason="facenet-pytorch is not installed")
+    return MTCNNDetector()
+
+
+def errors_in_iod(landmarks: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(5,) distance of each point from the truth, in inter-ocular distances of the truth."""
+    return np.linalg.norm(landmarks - truth, axis=1) / np.linalg.norm(truth[1] - truth[0])
+
+
+def tilted(image: np.ndarray, points: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` rotated by ``degrees`` about the face's centre (borders mirrored), and ``points``
+    moved with it."""
+    import cv2
+
+    matrix = cv2.getRotationMatrix2D(tuple(points.mean(axis=0)), degrees, 1.0)
+    image = cv2.warpAffine(image, matrix, image.shape[1::-1], borderMode=cv2.BORDER_REFLECT)
+    return image, points @ matrix[:, :2].T + matrix[:, 2]
+
+
+@pytest.mark.parametrize("side", [0, DETECT_SIDE], ids=["full resolution", "shrunk as predict does"])
+def test_mtcnn_finds_the_hand_marked_points_of_a_real_face(mtcnn, grace_hopper, side):
+    detector = Downscaled(mtcnn, side) if side else mtcnn
+    detections = detector.detect(grace_hopper)
+    _check_format(detections)
+    assert len(detections) == 1 and detections[0].score > 0.99
+    assert errors_in_iod(detections[0].landmarks, GRACE_HOPPER_POINTS).max() < 0.1
+
+
+@pytest.mark.parametrize("degrees", [-10.0, 10.0])
+def test_haar_guesses_the_points_of_a_tilted_head_further_off_than_mtcnn_finds_them(mtcnn, grace_hopper, degrees):
+    """Haar's points are fixed places in an upright box: on the upright portrait they land
+    within 0.1 inter-ocular distances (its proportions fit this face), but when the head tilts
+    they stay put while MTCNN's follow the eyes and mouth."""
+    upright = HaarDetector().detect(grace_hopper)[0].landmarks
+    assert errors_in_iod(upright, GRACE_HOPPER_POINTS).max() < 0.1
+    photo, truth = tilted(grace_hopper, GRACE_HOPPER_POINTS, degrees)
+    mtcnn_error = errors_in_iod(mtcnn.detect(photo)[0].landmarks, truth).max()
+    haar_error = errors_in_iod(HaarDetector().detect(photo)[0].landmarks, truth).max()
+    assert mtcnn_error < 0.1 and haar_error > 0.15 and haar_error > 2 * mtcnn_error
+
+
+def test_mtcnn_batches_find_what_single_images_find(mtcnn, grace_hopper):
+    frames = [grace_hopper, tilted(grace_hopper, GRACE_HOPPER_POINTS, 8.0)[0], np.full_like(grace_hopper, 90)]
+    batched = mtcnn.detect_batch(frames)
+    assert [len(faces) for faces in batched] == [1, 1, 0]  # a plain grey frame has no face
+    for faces, frame in zip(batched, frames):
+        single = mtcnn.detect(frame)
+        assert len(single) == len(faces)
+        for one, other in zip(faces, single):
+            np.testing.assert_allclose(one.landmarks, other.landmarks, atol=0.01)
+            np.testing.assert_allclose(one.box, other.box, atol=0.01)
+
+
+def test_mtcnn_without_its_package_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "facenet_pytorch", None)  # as if not installed
+    with pytest.raises(MissingPackageError, match=r"pip install --no-deps facenet-pytorch==2\.6\.0") as error:
+        MTCNNDetector()
+    assert isinstance(error.value, UserError) and '.[mtcnn]' in str(error.value)
+
+
+def test_auto_takes_mtcnn_when_installed_and_haar_otherwise(monkeypatch, tmp_path):
+    monkeypatch.setattr(video_faces, "retinaface_available", lambda weights=None: False)
+    video = tmp_path / "clip.mp4"  # auto looks beside it for landmarks, not into it
+    if importlib.util.find_spec("facenet_pytorch") is not None:
+        chosen = make_detector("auto", video)
+        assert chosen.name == "mtcnn" and "no landmarks file" in chosen.reason
+    monkeypatch.setitem(sys.modules, "facenet_pytorch", None)
+    chosen = make_detector("auto", video)
+    assert chosen.name == "haar" and "facenet-pytorch not installed" in chosen.reason
+    with pytest.raises(MissingPackageError):
+        make_detector("mtcnn", video)
+
+
+class BrightestSpot:
+    """A test detector: the intensity-weighted centre of the red channel, as all 5 points."""
+
+    def detect(self, image: np.ndarray) -> list[FaceDetection]:
+        weights = image[..., 0].astype(np.float64)
+        ys, xs = np.indices(weights.shape)
+        centre = np.array([(weights * xs).sum(), (weights * ys).sum()]) / weights.sum()
+        return [FaceDetection(np.concatenate([centre - 1, centre + 1]).astype(np.float32), 1.0,
+                              np.tile(centre, (5, 1)).astype(np.float32))]
+
+
+@settings(max_examples=40, deadline=None)
+@given(height=st.integers(40, 300), width=st.integers(40, 300), side=st.integers(16, 320),
+       x=st.floats(0.3, 0.7), y=st.floats(0.3, 0.7))
+def test_downscaled_maps_what_it_finds_back_to_the_image(height, width, side, x, y):
+    """A blob's centre found on the shrunk copy lands on the centre found at full size, to a
+    small fraction of a shrunk pixel (pixel centres map as (x + 0.5) * factor - 0.5)."""
+    ys, xs = np.indices((height, width))
+    sigma = max(height, width) / 20
+    image = np.zeros((height, width, 3), np.uint8)
+    image[..., 0] = np.round(255 * np.exp(-((xs - x * width) ** 2 + (ys - y * height) ** 2) / (2 * sigma ** 2)))
+    full = BrightestSpot().detect(image)[0]
+    shrunk = Downscaled(BrightestSpot(), side).detect(image)[0]
+    factor = max(1.0, max(height, width) / side)
+    assert np.abs(shrunk.landmarks - full.landmarks).max() < 0.05 * factor
+    assert np.abs(shrunk.box - full.box).max() < 0.05 * factor + 2 * (factor - 1) + 1e-4  # the +-1 box scales too
+    if side >= max(height, width):  # small enough already: passed as it is
+        np.testing.assert_array_equal(shrunk.landmarks, full.landmarks)
+
+
+def same_detections(ones: list[FaceDetection], others: list[FaceDetection]) -> bool:
+    return len(ones) == len(others) and all(
+        np.array_equal(a.box, b.box) and a.score == b.score and np.array_equal(a.landmarks, b.landmarks)
+        for a, b in zip(ones, others))
+
+
+def test_a_detector_without_a_batch_method_takes_one_image_after_the_other():
+    canvas, _ = _synthetic_frontal_face()
+    frames = [np.roll(canvas, shift, axis=1) for shift in (-9, 0, 9)] + [np.full_like(canvas, 127)]
+    haar = HaarDetector()
+    batched = detect_batch(haar, frames)
+    assert all(same_detections(faces, haar.detect(frame)) for faces, frame in zip(batched, frames))
+    assert batched[-1] == [] and all(batched[:-1])
+
+
+def test_train_and_predict_offer_the_same_detectors():
+    from mmarnn_min.config import PipelineConfig
+
+    assert typing.get_args(typing.get_type_hints(PipelineConfig)["detector"]) == video_faces.DETECTORS
+    assert "mtcnn" in video_faces.DETECTORS

@@ -6,10 +6,11 @@ killed run loses at most one video) and the per-frame vectors per split, in the 
 
 Both caches are keyed by everything their content depends on, so a changed input never
 returns a stale entry: a video's crops by the video file's identity (path, size, modification
-time), its landmarks file's, the detector, its weights file's, the crop size, the stride and
-the code that decodes, detects and aligns (``CROPS_CODE``, with the OpenCV and torch
-versions); a split's features by the MMA checkpoint's bytes, every video's crops key and its
-labels (id, split, the 7 intensities), and the code that computes the features.
+time), its landmarks file's, the detector (and the versions of the packages it may use), its
+weights file's, the crop size, the stride and the code that decodes, detects and aligns
+(``CROPS_CODE``, with the OpenCV and torch versions); a split's features by the MMA
+checkpoint's bytes, every video's crops key and its labels (id, split, the 7 intensities), and
+the code that computes the features.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from mmarnn_min.errors import UserError
 from mmarnn_min.files import replace_atomically
 from mmarnn_min.progress import ProgressLine
 from mmarnn_min.stages.features import FEATURES_CODE, extract_features, write_features
-from mmarnn_min.video_faces import video_crops
+from mmarnn_min.video_faces import detector_packages, video_crops
 
-CROPS_CODE = ("video.py", "faces.py", "detectors.py", "video_faces.py")  # frame -> aligned crop
+CROPS_CODE = ("video.py", "media.py", "faces.py", "detectors.py", "video_faces.py")  # frame -> aligned crop
 
 
 def file_identity(path: str | Path | None) -> bytes:
@@ -51,6 +52,7 @@ def crops_key(video, detector: str, size: int, stride: int, retinaface_weights: 
     weights = retinaface_weights or (default_retinaface_weights() if detector in ("auto", "retinaface") else None)
     digest = hashlib.sha256(file_identity(video.path) + file_identity(video.landmarks) + file_identity(weights))
     digest.update(f"{detector}/{size}/{stride}/opencv {cv2.__version__}/torch {torch.__version__}".encode())
+    digest.update(detector_packages(detector).encode())  # "auto" picks MTCNN once facenet-pytorch is installed
     digest.update(code_digest(*CROPS_CODE))
     return digest.hexdigest()[:16]
 
