@@ -35,7 +35,7 @@ from mmarnn_min.mrnn import MRNNConfig
 from mmarnn_min.stages.e2e import E2ETrainConfig
 from mmarnn_min.stages.mma import MMATrainConfig
 from mmarnn_min.stages.mrnn import MRNNTrainConfig
-from mmarnn_min.video_faces import DETECTORS
+from mmarnn_min.video_faces import DETECTORS, make_detector
 
 
 @dataclass
@@ -120,12 +120,15 @@ def ablation_data(name: str = "default") -> SynthConfig:
 
 def check_pipeline(config: PipelineConfig) -> None:
     """What no single section of the config can check alone, before anything runs: every path
-    given exists, and SynthAffect's longest video fits the MRNN (a fixed-length variant crops)."""
+    given exists, the face detector asked for is installed, and SynthAffect's longest video
+    fits the MRNN (a fixed-length variant crops)."""
     for name, kind in (("hume", "dir"), ("affectnet", "dir"), ("affwild2", "dir"), ("emotionet", "file"),
                        ("emotionet_images", "dir"), ("retinaface_weights", "file")):
         value = getattr(config, name)
         if value and not (Path(value).is_dir() if kind == "dir" else Path(value).is_file()):
             raise ConfigError(describe_field((name,)), f"no such {'directory' if kind == 'dir' else 'file'}: {value}")
+    if config.hume and config.detector in ("haar", "mtcnn", "retinaface"):
+        make_detector(config.detector, Path(config.hume), config.retinaface_weights or None)  # installed? (one line if not)
     longest, reads = config.data.max_frames, config.mrnn.model.max_frames
     if not config.hume and not config.mrnn.variant.fixed_length and longest > reads:
         raise ConfigError(describe_field(("mrnn", "model", "max_frames")),

@@ -30,7 +30,13 @@ from mmarnn_min.errors import UserError
 from mmarnn_min.frame_table import FrameTable
 from mmarnn_min.media import probe_media
 from mmarnn_min.mma import predict_features
-from mmarnn_min.video_faces import BATCH_FRAMES, DETECT_SIDE, FrameDetector, face_batches, make_detector
+from mmarnn_min.video_faces import (
+    BATCH_FRAMES,
+    DETECT_SIDE,
+    FrameDetector,
+    face_batches,
+    make_detector,
+)
 
 IMAGE_NOTE = "the 7 reaction intensities need a video: MRNN reads a sequence of frames"
 

@@ -32,15 +32,21 @@ import cv2
 import numpy as np
 import torch
 
-from mmarnn_min.bench.timing import format_table
 from mmarnn_min.checkpoints import TrainedPipeline
-from mmarnn_min.detectors import Downscaled, HaarDetector, MTCNNDetector, detect_batch, primary_face
+from mmarnn_min.detectors import (
+    Downscaled,
+    HaarDetector,
+    MTCNNDetector,
+    detect_batch,
+    primary_face,
+)
 from mmarnn_min.errors import UserError
 from mmarnn_min.faces import align_face
 from mmarnn_min.inference import analyse
 from mmarnn_min.media import probe_media
 from mmarnn_min.mma import MMA, MMAConfig, predict_features
 from mmarnn_min.mrnn import MRNN, MRNNConfig
+from mmarnn_min.tables import format_table
 from mmarnn_min.video import iter_frames, write_video
 from mmarnn_min.video_faces import BATCH_FRAMES, DETECT_SIDE
 
