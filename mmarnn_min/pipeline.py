@@ -30,7 +30,13 @@ import torch
 from mmarnn_min.checkpoints import load_trained
 from mmarnn_min.config import PipelineConfig
 from mmarnn_min.data.sequences import oracle_sequences
-from mmarnn_min.data.synth import ImageSet, SynthConfig, make_videos, prefetch_videos
+from mmarnn_min.data.synth import (
+    ImageSet,
+    SynthConfig,
+    make_videos,
+    prefetch_videos,
+    videos_cached,
+)
 from mmarnn_min.data.training_images import real_image_splits
 from mmarnn_min.errors import UserError
 from mmarnn_min.files import write_json
@@ -238,11 +244,13 @@ def check_run(run: RunDirectory, config: PipelineConfig, stages: list[str], resu
 
 
 def video_prefetch(config: PipelineConfig, stages: list[str]) -> BaseProcess | None:
-    """When stage features follows stage mma on SynthAffect and PyTorch leaves a core idle
-    (one thread on 2 cores, say), render the videos on that core while MMA trains
-    (``prefetch_videos``): the process to join before stage features, else None."""
+    """When stage features follows stage mma on SynthAffect, its videos are not cached yet and
+    PyTorch leaves a core idle (``--threads 1`` on 2 cores, say), render them on that core while
+    MMA trains (``prefetch_videos``): the process to join before stage features, else None.
+    (With torch's default threads, one per core, MMA's training gains more from the second core
+    than the rendering would: docs/experiments.md.)"""
     idle_cores = (os.cpu_count() or 1) - torch.get_num_threads()
-    if config.hume or idle_cores < 1 or stages[:2] != ["mma", "features"]:
+    if config.hume or idle_cores < 1 or stages[:2] != ["mma", "features"] or videos_cached(config.data):
         return None
     return prefetch_videos(config.data)
 

@@ -50,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=cli.directory, default=Path("runs/latest"), help="run directory (default: runs/latest)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda[:N] (default: auto)")
     parser.add_argument("--threads", type=int,
-                        help="CPU threads for PyTorch (default: one per core). On a machine other jobs share, 1 "
-                             "can be several times faster: every small parallel region waits for all threads")
+                        help="CPU threads for PyTorch (default: one per core; with fewer, SynthAffect's videos are "
+                             "rendered on an idle core while stage mma trains)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results already in --out of the stages run (and of the later ones)")

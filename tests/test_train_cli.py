@@ -114,15 +114,25 @@ def test_flags_come_from_the_config_and_are_saved(shared_cache, tmp_path, capsys
 
 
 def test_videos_render_beside_stage_mma_only_on_an_idle_core(cache_dir, monkeypatch):
+    import torch
+
+    from mmarnn_min.data.synth import videos_cached
+
     tiny = preset("tiny")
-    monkeypatch.setattr(os, "cpu_count", lambda: 1)              # PyTorch's one thread takes the only core
-    assert video_prefetch(tiny, ["mma", "features", "mrnn"]) is None
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    assert video_prefetch(tiny, ["features", "mrnn"]) is None      # no training to overlap with
-    assert video_prefetch(PipelineConfig(hume="/data/hume"), ["mma", "features"]) is None   # real videos
-    process = video_prefetch(tiny, ["mma", "features", "mrnn"])
-    process.join(timeout=120)
-    assert process.exitcode == 0
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        monkeypatch.setattr(os, "cpu_count", lambda: 1)          # PyTorch's one thread takes the only core
+        assert video_prefetch(tiny, ["mma", "features", "mrnn"]) is None
+        monkeypatch.setattr(os, "cpu_count", lambda: 2)
+        assert video_prefetch(tiny, ["features", "mrnn"]) is None          # no training to overlap with
+        assert video_prefetch(PipelineConfig(hume="/data/hume"), ["mma", "features"]) is None   # real videos
+        process = video_prefetch(tiny, ["mma", "features", "mrnn"])
+        process.join(timeout=120)
+        assert process.exitcode == 0 and videos_cached(tiny.data)
+        assert video_prefetch(tiny, ["mma", "features"]) is None           # rendered already: nothing to do
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_presets():

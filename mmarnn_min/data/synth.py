@@ -210,6 +210,11 @@ def make_videos(config: SynthConfig = SynthConfig(), split: str = "train", worke
     )
 
 
+def videos_cached(config: SynthConfig, splits: tuple[str, ...] = SPLITS) -> bool:
+    """Whether the videos of every split of ``splits`` are in the cache (nothing to render)."""
+    return all(synth_cache.is_complete(synth_cache.entry_dir(f"videos-{split}", config)) for split in splits)
+
+
 def prefetch_videos(config: SynthConfig, splits: tuple[str, ...] = SPLITS) -> BaseProcess:
     """Render and cache the videos of ``splits`` in one background process, and return it
     (``join`` it before ``make_videos`` reads them). The train command starts it beside stage

@@ -47,10 +47,15 @@ def entry_dir(name: str, config) -> Path:
     return cache_root() / "synthaffect" / f"{name}-{cache_key(config)}"
 
 
+def is_complete(path: Path) -> bool:
+    """Whether the entry at ``path`` was written whole (its manifest is written last)."""
+    return (path / "manifest.json").is_file()
+
+
 def load(path: Path) -> dict[str, np.ndarray] | None:
     """The arrays of a complete entry, or None when there is none (or it cannot be read)."""
     manifest = path / "manifest.json"
-    if not manifest.is_file():
+    if not is_complete(path):
         return None
     try:
         names = json.loads(manifest.read_text())["arrays"]
