@@ -40,7 +40,7 @@ from mmarnn_min.video_faces import DETECTORS, make_detector
 
 @dataclass
 class PipelineConfig:
-    data: SynthConfig = field(default_factory=lambda: SynthConfig.hume(5.0))
+    data: SynthConfig = field(default_factory=lambda: SynthConfig.hume(5.0, train_images_per_source=4000, eval_videos=300))
     mma: MMATrainConfig = field(default_factory=MMATrainConfig)
     mrnn: MRNNTrainConfig = field(default_factory=lambda: MRNNTrainConfig(model=MRNNConfig(max_frames=80)))
     e2e: E2ETrainConfig = field(default_factory=E2ETrainConfig)
@@ -83,9 +83,10 @@ def tiny() -> PipelineConfig:
 
 
 def default() -> PipelineConfig:
-    """The first command: a few minutes on a laptop CPU. 64 x 64 crops; 1,000 training videos
-    like Hume-Reaction's (3-16 s, mean 11 s) at 5 frames a second, so 15-80 frames, T = 80
-    (every field's default)."""
+    """The first command: a few minutes on a laptop CPU. 64 x 64 crops, 4,000 training images per
+    source; 1,000 training and 300 validation and test videos like Hume-Reaction's (3-16 s, mean
+    11 s) at 5 frames a second, so 15-80 frames, T = 80 (every field's default; the choices and
+    their measurements: docs/experiments.md)."""
     return PipelineConfig()
 
 
@@ -113,9 +114,10 @@ def preset(name: str) -> PipelineConfig:
 
 
 def ablation_data(name: str = "default") -> SynthConfig:
-    """The videos of ``python -m mmarnn_min.ablate``: the preset's, with 300 validation and
-    300 test videos (not 100) so that the variants' differences stand out of the noise."""
-    return replace(preset(name).data, eval_videos=300)
+    """The videos of ``python -m mmarnn_min.ablate``: the preset's, with at least 300 validation
+    and 300 test videos, so that the variants' differences stand out of the noise."""
+    data = preset(name).data
+    return replace(data, eval_videos=max(data.eval_videos, 300))
 
 
 def check_pipeline(config: PipelineConfig) -> None:
