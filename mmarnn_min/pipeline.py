@@ -291,5 +291,5 @@ def _run_locked(config: PipelineConfig, stages: list[str], out: Path, device: to
         spent_before = timings.get(stage, 0.0) if resume else 0.0   # a killed attempt's share
         timings[stage] = round(spent_before + time.perf_counter() - start, 1)
         write_json(timings, timings_path)
-    results["report"] = write_report(out, data_name(config))
+    results["report"] = write_report(out, data_name(config), config.seed, torch.get_num_threads())
     return results

@@ -49,6 +49,7 @@ def test_all_stages_write_the_report(unbroken):
     for key in ("pearson_mean", "oracle_pearson_mean", "mrnn_pearson_mean", "e2e_pearson_mean", "mma", "timings"):
         assert key in report
     assert set(report["pearson"]) == set(REACTIONS) and report["split"] == "test"
+    assert report["seed"] == 0 and report["threads"] >= 1                 # what reproduces it on this machine
     assert report["pearson_mean"] == report["e2e_pearson_mean"]           # e2e ran: it is the pipeline
     assert {"va_ccc_mean", "expr_f1", "au_f1"} <= set(report["mma"])
     assert set(report["timings"]) == {"mma", "features", "mrnn", "e2e", "total"}

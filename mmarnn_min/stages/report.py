@@ -31,11 +31,11 @@ def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def build_report(out: Path, data: str) -> dict:
+def build_report(out: Path, data: str, seed: int | None = None, threads: int | None = None) -> dict:
     """The report's numbers from the metrics files in ``out``."""
     mma, mrnn, oracle, e2e = (read_json(out / name / "metrics.json") for name in ("mma", "mrnn", "oracle", "e2e"))
     timings = read_json(out / "timings.json") or {}
-    report: dict = {"data": data}
+    report: dict = {"data": data, "seed": seed, "threads": threads}   # what reproduces it on one machine
     final = e2e if e2e and "test" in e2e else mrnn if mrnn and "test" in mrnn else None
     if final is not None:
         report.update(pipeline="mma + mrnn, fine-tuned end to end (e2e)" if final is e2e else "mma + mrnn",
@@ -58,7 +58,7 @@ def build_report(out: Path, data: str) -> dict:
 
 def format_report(report: dict) -> str:
     """The report as Markdown tables."""
-    lines = [f"# mmarnn_min report: {report['data']}", ""]
+    lines = [f"# mmarnn_min report: {report['data']}", "", f"Seed {report['seed']}, {report['threads']} CPU threads.", ""]
     if "pearson_mean" in report:
         rows = [["trained pipeline", report["pearson_mean"], *report["pearson"].values()]]
         if "oracle_pearson_mean" in report:
@@ -103,7 +103,8 @@ def summary(report: dict) -> str:
         rows = [["pipeline", report["pearson_mean"], *report["pearson"].values()]]
         if "oracle_pearson_mean" in report:
             rows.append(["oracle", report["oracle_pearson_mean"], *report["oracle_pearson"].values()])
-        lines += [f"Pearson on the {report['split']} split of {report['data']}:", format_table(header, rows)]
+        lines += [f"Pearson on the {report['split']} split of {report['data']} (seed {report['seed']}, "
+                  f"{report['threads']} CPU threads):", format_table(header, rows)]
         if "fraction_of_oracle" in report:
             lines.append(f"the trained pipeline reaches {report['fraction_of_oracle']:.0%} of the oracle's Pearson")
         if has_undefined(report):
@@ -172,10 +173,10 @@ def write_plots(out: Path) -> list[Path]:
     return written
 
 
-def write_report(out: str | Path, data: str = "SynthAffect") -> dict:
+def write_report(out: str | Path, data: str = "SynthAffect", seed: int | None = None, threads: int | None = None) -> dict:
     """Build, write (json, md, plots) and print the report of the run in ``out``."""
     out = Path(out)
-    report = build_report(out, data)
+    report = build_report(out, data, seed, threads)
     write_json(report, out / "report.json")
     replace_atomically(out / "report.md", lambda file: file.write((format_report(report) + "\n").encode()))
     plots = write_plots(out)
