@@ -5,13 +5,13 @@ one is visible, on the GPU. ``--only routing`` picks one part; ``--quick`` shrin
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from contextlib import contextmanager
 
 import torch
 
+from mmarnn_min import cli
 from mmarnn_min.bench import gru, mma, routing
 
 PARTS = {
@@ -44,7 +44,7 @@ def busy_neighbour(enabled: bool):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mmarnn_min.bench", description=__doc__)
+    parser = cli.Parser("python -m mmarnn_min.bench", __doc__)
     parser.add_argument("--only", choices=sorted(PARTS), action="append", help="run only this part (repeatable)")
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all",
                         help="where to measure (default: the CPU and the GPU if there is one)")
@@ -65,4 +65,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main, sys.argv[1:], "python -m mmarnn_min.bench"))

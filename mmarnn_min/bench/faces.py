@@ -19,9 +19,9 @@ time too): the load average is printed with them.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 import torch
 
+from mmarnn_min import cli
 from mmarnn_min.checkpoints import TrainedPipeline
 from mmarnn_min.detectors import (
     Downscaled,
@@ -176,8 +177,7 @@ def run(frames: int = 300, part_frames: int = 96, repeat: int = 3, detectors: tu
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mmarnn_min.bench.faces", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.Parser("python -m mmarnn_min.bench.faces", __doc__)
     parser.add_argument("--cores", type=int, default=2, help="pin to this many cores and use as many threads (default: 2)")
     parser.add_argument("--frames", type=int, default=300, help="the video's length (default: 300, 10 s at 30 fps)")
     parser.add_argument("--part-frames", type=int, default=96, help="frames each part is timed on (default: 96)")
@@ -192,4 +192,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main, sys.argv[1:], "python -m mmarnn_min.bench.faces"))

@@ -28,7 +28,6 @@ Command line (``python -m mmarnn_min.data.synth``; ``--hume [--fps F]`` for the 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import sys
@@ -40,6 +39,7 @@ from typing import Iterator
 
 import numpy as np
 
+from mmarnn_min import cli
 from mmarnn_min.affect import REACTIONS
 from mmarnn_min.data import synth_cache
 from mmarnn_min.data.synth_config import RENDER_MODES, SPLITS, SynthConfig, split_index
@@ -281,8 +281,7 @@ def _bench(config: SynthConfig, workers: int | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mmarnn_min.data.synth", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.Parser("python -m mmarnn_min.data.synth", __doc__)
     parser.add_argument("--preview", type=Path, metavar="PNG", help="write the contact sheet")
     parser.add_argument("--baseline", action="store_true", help="ridge on oracle features")
     parser.add_argument("--bench", action="store_true", help="measure rendering speed")
@@ -330,4 +329,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main, sys.argv[1:], "python -m mmarnn_min.data.synth"))
