@@ -38,7 +38,6 @@ from mmarnn_min.data.synth import (
     videos_cached,
 )
 from mmarnn_min.data.training_images import real_image_splits
-from mmarnn_min.errors import UserError
 from mmarnn_min.files import write_json
 from mmarnn_min.rundir import (
     RunDirectory,
@@ -103,13 +102,6 @@ def data_name(config: PipelineConfig) -> str:
     return f"Hume-Reaction ({config.hume})" if config.hume else "SynthAffect"
 
 
-def mma_checkpoint(out: Path) -> Path:
-    checkpoint = out / "mma" / "best.pt"
-    if not checkpoint.exists():
-        raise UserError(f"this stage needs a trained MMA at {checkpoint}: run stage mma with --out {out}")
-    return checkpoint
-
-
 def run_mma(config: PipelineConfig, out: Path, device: torch.device, resume: bool, run_id: str) -> dict:
     return train_mma(config.mma, image_data(config), out / "mma", device, config.seed, resume, run_id=run_id,
                      amp=config.amp)
@@ -117,10 +109,10 @@ def run_mma(config: PipelineConfig, out: Path, device: torch.device, resume: boo
 
 def run_features_stage(config: PipelineConfig, out: Path, device: torch.device, resume: bool, run_id: str) -> dict:
     if config.hume:
-        paths = run_hume_features(hume_videos(config), mma_checkpoint(out), out / "features", device, config.detector,
+        paths = run_hume_features(hume_videos(config), out / "mma" / "best.pt", out / "features", device, config.detector,
                                   config.retinaface_weights or None, config.stride, config.features_batch_size)
     else:
-        paths = run_features(config.data, mma_checkpoint(out), out / "features", device, config.features_batch_size)
+        paths = run_features(config.data, out / "mma" / "best.pt", out / "features", device, config.features_batch_size)
     record_run_features(out, paths)
     return {split: str(path) for split, path in paths.items()}
 
@@ -149,10 +141,6 @@ def frame_videos(config: PipelineConfig, out: Path, split: str, image_size: int)
 
 
 def run_e2e(config: PipelineConfig, out: Path, device: torch.device, resume: bool, run_id: str) -> dict:
-    mrnn_checkpoint = out / "mrnn" / "best.pt"
-    if not mrnn_checkpoint.exists():
-        raise UserError(f"stage e2e needs a trained MRNN at {mrnn_checkpoint}: run stage mrnn with --out {out}")
-    mma_checkpoint(out)
     trained = load_trained(out, device, e2e=False)
     splits = {split: frame_videos(config, out, split, trained.image_size) for split in ("train", "val", "test")}
     results = train_e2e(config.e2e, trained.mma, trained.mrnn, trained.image_size, splits["train"], splits["val"],
