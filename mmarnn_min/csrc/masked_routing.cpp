@@ -71,6 +71,8 @@ namespace {
 constexpr int64_t kBlockColumns = 2048;  // columns per work item: its weight (F x 2048) stays in cache
 constexpr int kTileRows = 4;
 constexpr int kTileLanes = 16;           // one AVX-512 register of float32
+constexpr int kTileVectors = 4;          // the backward's tiles are 4 x 64: 4 registers a row
+constexpr int64_t kTileColumns = kTileVectors * kTileLanes;
 
 int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
 
@@ -122,22 +124,33 @@ MR_INLINE void store_lanes(scalar_t* p, const Lanes<acc_t>& v, int64_t n = kTile
   for (int j = 0; j < kTileLanes && j < n; ++j) p[j] = static_cast<scalar_t>(values[j]);
 }
 
-// acc[r] += sum_{p < steps} row(r, p) * vector(p), r < 4: 64 FMA per step, the vector (16
-// numbers) loaded once for the 4 rows; row(r, p) is one number.
+template <typename acc_t>
+MR_INLINE void zero(Lanes<acc_t> (&acc)[kTileRows][kTileVectors]) {
+  for (int r = 0; r < kTileRows; ++r)
+    for (int c = 0; c < kTileVectors; ++c) acc[r][c] = Lanes<acc_t>{};
+}
+
+// acc[r][v] += sum_{p < steps} row(r, p) * vector(p, v), r < 4, v < 4: 4 x 64 sums, 256 FMA
+// per step for 4 vector loads and 4 numbers (row(r, p) is one number, vector(p, v) 16).
 template <typename acc_t, typename Row, typename Vector>
-MR_INLINE void accumulate_tile(int64_t steps, const Row& row, const Vector& vector, Lanes<acc_t> (&acc)[kTileRows]) {
+MR_INLINE void accumulate_tile(int64_t steps, const Row& row, const Vector& vector,
+                               Lanes<acc_t> (&acc)[kTileRows][kTileVectors]) {
   for (int64_t p = 0; p < steps; ++p) {
-    const Lanes<acc_t> v = vector(p);
-    for (int r = 0; r < kTileRows; ++r) acc[r] += row(r, p) * v;
+    Lanes<acc_t> v[kTileVectors];
+    for (int c = 0; c < kTileVectors; ++c) v[c] = vector(p, c);
+    for (int r = 0; r < kTileRows; ++r) {
+      const acc_t x = row(r, p);
+      for (int c = 0; c < kTileVectors; ++c) acc[r][c] += x * v[c];
+    }
   }
 }
 
-// acc[r] += x[k:k+16] * w[r][k:k+16] lane by lane over k < n: 4 dot products of x with the 4
-// rows w[r], whose 16 lanes the caller adds up.
+// acc[r] += x[k:k+16] * w[r][k:k+16] lane by lane for k from `start` (a multiple of 16) to n: 4
+// dot products of x with the 4 rows w[r], whose 16 lanes the caller adds up.
 template <typename acc_t, typename scalar_t>
-MR_INLINE void accumulate_dots(int64_t n, const scalar_t* x, const scalar_t* const* w,
+MR_INLINE void accumulate_dots(int64_t start, int64_t n, const scalar_t* x, const scalar_t* const* w,
                                Lanes<acc_t> (&acc)[kTileRows]) {
-  int64_t k = 0;
+  int64_t k = start;
   for (; k + kTileLanes <= n; k += kTileLanes) {
     const Lanes<acc_t> xk = load_lanes<acc_t>(x + k);
     for (int r = 0; r < kTileRows; ++r) acc[r] += xk * load_lanes<acc_t>(w[r] + k);
@@ -217,7 +230,7 @@ MR_INLINE void forward_block(const Batch& batch, int64_t block, const scalar_t* 
       const int64_t end = std::min(batch.reach[i], c1) - c0;            // the video's real columns here
       const scalar_t* video = h + batch.order[i] * batch.columns + c0;
       Lanes<acc_t> acc[kTileRows] = {};
-      accumulate_dots<acc_t>(end, video, rows, acc);
+      accumulate_dots<acc_t>(0, end, video, rows, acc);
       for (int r = 0; r < kTileRows && f0 + r < batch.features; ++r) {
         acc_t sum = 0;
         for (int j = 0; j < kTileLanes; ++j) sum += acc[r][j];
@@ -261,9 +274,12 @@ void routing_forward(const Batch& batch, const scalar_t* h, const scalar_t* weig
 
 // ---- backward ------------------------------------------------------------------------------------
 
+// The number of values of the 16 at column k of a row whose values end at `end` (0 to 16).
+MR_INLINE int64_t lanes_before(int64_t end, int64_t k) { return std::clamp<int64_t>(end - k, 0, kTileLanes); }
+
 // grad_h[b, c0:c1]: the block's weight against each video's grad_out row, up to the video's
-// end, then exact zeros. 16 columns at a time for every video, in tiles of 4 videos (sorted
-// order): the 16 columns of the F weight rows stay in L1 while all the videos use them.
+// end, then exact zeros. 64 columns at a time for every video, in tiles of 4 videos (sorted
+// order): the 64 columns of the F weight rows stay in L1 while all the videos use them.
 template <typename scalar_t, typename acc_t>
 MR_INLINE void grad_h_block(const Batch& batch, int64_t block, const acc_t* g, const scalar_t* weight, scalar_t* grad_h) {
   const int64_t c0 = block * kBlockColumns, columns = std::min(kBlockColumns, batch.columns - c0);
@@ -271,20 +287,32 @@ MR_INLINE void grad_h_block(const Batch& batch, int64_t block, const acc_t* g, c
   auto end_of = [&](int64_t i) {  // real columns of video order[i] in this block (0 past the batch)
     return i < batch.size ? std::clamp<int64_t>(batch.reach[i] - c0, 0, columns) : int64_t(0);
   };
-  for (int64_t q0 = 0; q0 < end_of(0); q0 += kTileLanes) {
-    const int64_t n = std::min<int64_t>(kTileLanes, columns - q0);
+  for (int64_t q0 = 0; q0 < end_of(0); q0 += kTileColumns) {
+    const scalar_t* w = weight + c0 + q0;
     for (int64_t i0 = 0; i0 < batch.size && end_of(i0) > q0; i0 += kTileRows) {  // tiles reaching q0
       const acc_t* g_row[kTileRows];
       for (int r = 0; r < kTileRows; ++r)
         g_row[r] = i0 + r < batch.size ? g + batch.order[i0 + r] * batch.features : no_gradient.data();
-      Lanes<acc_t> acc[kTileRows] = {};
-      accumulate_tile<acc_t>(
-          batch.features, [&](int r, int64_t f) { return g_row[r][f]; },
-          [&](int64_t f) { return load_lanes<acc_t>(weight + f * batch.weight_stride + c0 + q0, n); }, acc);
-      for (int r = 0; r < kTileRows; ++r)
-        if (end_of(i0 + r) > q0)
-          store_lanes<scalar_t, acc_t>(grad_h + batch.order[i0 + r] * batch.columns + c0 + q0, acc[r],
-                                       end_of(i0 + r) - q0);
+      Lanes<acc_t> acc[kTileRows][kTileVectors];
+      zero<acc_t>(acc);
+      auto g_of = [&](int r, int64_t f) { return g_row[r][f]; };
+      if (columns - q0 >= kTileColumns)
+        accumulate_tile<acc_t>(
+            batch.features, g_of, [&](int64_t f, int c) { return load_lanes<acc_t>(w + f * batch.weight_stride + c * kTileLanes); },
+            acc);
+      else  // the block's last, partial 64 columns
+        accumulate_tile<acc_t>(
+            batch.features, g_of,
+            [&](int64_t f, int c) {
+              return load_lanes<acc_t>(w + f * batch.weight_stride + c * kTileLanes,
+                                       lanes_before(columns - q0, c * kTileLanes));
+            },
+            acc);
+      for (int r = 0; r < kTileRows; ++r) {
+        scalar_t* out = grad_h + batch.order[std::min(i0 + r, batch.size - 1)] * batch.columns + c0 + q0;
+        for (int c = 0; c < kTileVectors; ++c)
+          store_lanes<scalar_t, acc_t>(out + c * kTileLanes, acc[r][c], lanes_before(end_of(i0 + r) - q0, c * kTileLanes));
+      }
     }
   }
   for (int64_t i = 0; i < batch.size; ++i) {
@@ -293,7 +321,7 @@ MR_INLINE void grad_h_block(const Batch& batch, int64_t block, const acc_t* g, c
   }
 }
 
-// grad_weight[:, c0:c1], 16 columns and 4 features at a time: the videos that reach the
+// grad_weight[:, c0:c1], 64 columns and 4 features at a time: the videos that reach the
 // columns (a prefix of the sorted order) each add grad_out[b, f] * h[b, k]; exact zeros where
 // none reaches. g_sorted: grad_out's rows in sorted order, F rounded up to 4 with zeros.
 template <typename scalar_t, typename acc_t>
@@ -301,16 +329,33 @@ MR_INLINE void grad_weight_block(const Batch& batch, int64_t block, const acc_t*
                                  scalar_t* grad_weight) {
   const int64_t c0 = block * kBlockColumns, c1 = std::min(c0 + kBlockColumns, batch.columns);
   const int64_t pitch = round_up(batch.features, kTileRows);
-  for (int64_t k0 = c0; k0 < c1; k0 += kTileLanes) {
-    const int64_t n = std::min<int64_t>(kTileLanes, c1 - k0), active = batch.reaching(k0);
+  for (int64_t k0 = c0; k0 < c1; k0 += kTileColumns) {
+    const int64_t n = std::min(kTileColumns, c1 - k0);
+    const int64_t active = batch.reaching(k0);                                   // videos that reach k0
+    const int64_t whole = n == kTileColumns ? batch.reaching(k0 + n - 1) : 0;   // ... and all 64 columns
+    auto video = [&](int64_t i) { return h + batch.order[i] * batch.columns + k0; };
+    // The next 64 columns of each video are fetched into cache while these are summed: the 64
+    // rows of h, far apart, are more streams than the hardware prefetcher follows.
+    for (int64_t i = 0; i < batch.reaching(k0 + kTileColumns); ++i)
+      for (int c = 0; c < kTileVectors; ++c) __builtin_prefetch(video(i) + kTileColumns + c * kTileLanes);
     for (int64_t f0 = 0; f0 < batch.features; f0 += kTileRows) {
-      Lanes<acc_t> acc[kTileRows] = {};
+      auto g_of = [&](int r, int64_t i) { return g_sorted[i * pitch + f0 + r]; };
+      Lanes<acc_t> acc[kTileRows][kTileVectors];
+      zero<acc_t>(acc);
+      accumulate_tile<acc_t>(  // the videos that reach all 64 columns, then those that end before
+          whole, g_of, [&](int64_t i, int c) { return load_lanes<acc_t>(video(i) + c * kTileLanes); }, acc);
       accumulate_tile<acc_t>(
-          active, [&](int r, int64_t i) { return g_sorted[i * pitch + f0 + r]; },
-          [&](int64_t i) { return load_lanes<acc_t>(h + batch.order[i] * batch.columns + k0, std::min(n, batch.reach[i] - k0)); },
+          active - whole, [&](int r, int64_t p) { return g_of(r, whole + p); },
+          [&](int64_t p, int c) {
+            const int64_t i = whole + p;
+            return load_lanes<acc_t>(video(i) + c * kTileLanes,
+                                     lanes_before(std::min(n, batch.reach[i] - k0), c * kTileLanes));
+          },
           acc);
       for (int r = 0; r < kTileRows && f0 + r < batch.features; ++r)
-        store_lanes<scalar_t, acc_t>(grad_weight + (f0 + r) * batch.columns + k0, acc[r], n);
+        for (int c = 0; c < kTileVectors; ++c)
+          store_lanes<scalar_t, acc_t>(grad_weight + (f0 + r) * batch.columns + k0 + c * kTileLanes, acc[r][c],
+                                       lanes_before(n, c * kTileLanes));
     }
   }
 }
