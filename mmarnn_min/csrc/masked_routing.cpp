@@ -124,10 +124,11 @@ MR_INLINE void store_lanes(scalar_t* p, const Lanes<acc_t>& v, int64_t n = kTile
   for (int j = 0; j < kTileLanes && j < n; ++j) p[j] = static_cast<scalar_t>(values[j]);
 }
 
-template <typename acc_t>
-MR_INLINE void zero(Lanes<acc_t> (&acc)[kTileRows][kTileVectors]) {
-  for (int r = 0; r < kTileRows; ++r)
-    for (int c = 0; c < kTileVectors; ++c) acc[r][c] = Lanes<acc_t>{};
+// (An element at a time: `= {}` on the array makes GCC clear it in memory.)
+template <typename acc_t, int kRows, int kColumns>
+MR_INLINE void zero(Lanes<acc_t> (&acc)[kRows][kColumns]) {
+  for (int r = 0; r < kRows; ++r)
+    for (int c = 0; c < kColumns; ++c) acc[r][c] = Lanes<acc_t>{};
 }
 
 // acc[r][v] += sum_{p < steps} row(r, p) * vector(p, v), r < 4, v < 4: 4 x 64 sums, 256 FMA
@@ -158,6 +159,22 @@ MR_INLINE void accumulate_dots(int64_t start, int64_t n, const scalar_t* x, cons
   if (k < n) {  // the last, partial 16
     const Lanes<acc_t> xk = load_lanes<acc_t>(x + k, n - k);
     for (int r = 0; r < kTileRows; ++r) acc[r] += xk * load_lanes<acc_t>(w[r] + k, n - k);
+  }
+}
+
+// acc[r][s] += x[r][k:k+16] * w[s][k:k+16] lane by lane for k < n (a multiple of 16): the dot
+// products of 4 videos with 4 weight rows, 16 FMA per 8 vector loads, each lane summed in the same
+// order as accumulate_dots sums it.
+template <typename acc_t, typename scalar_t>
+MR_INLINE void accumulate_dots_tile(int64_t n, const scalar_t* const* x, const scalar_t* const* w,
+                                    Lanes<acc_t> (&acc)[kTileRows][kTileRows]) {
+  for (int64_t k = 0; k < n; k += kTileLanes) {
+    Lanes<acc_t> wk[kTileRows];
+    for (int s = 0; s < kTileRows; ++s) wk[s] = load_lanes<acc_t>(w[s] + k);
+    for (int r = 0; r < kTileRows; ++r) {
+      const Lanes<acc_t> xk = load_lanes<acc_t>(x[r] + k);
+      for (int s = 0; s < kTileRows; ++s) acc[r][s] += xk * wk[s];
+    }
   }
 }
 
@@ -226,15 +243,25 @@ MR_INLINE void forward_block(const Batch& batch, int64_t block, const scalar_t* 
     const scalar_t* rows[kTileRows];                                     // weight[f0 + r, c0:], the last
     for (int r = 0; r < kTileRows; ++r)                                  // row again past F (unused)
       rows[r] = weight + std::min(f0 + r, batch.features - 1) * batch.weight_stride + c0;
-    for (int64_t i = 0; i < active; ++i) {                               // while every video passes
-      const int64_t end = std::min(batch.reach[i], c1) - c0;            // the video's real columns here
-      const scalar_t* video = h + batch.order[i] * batch.columns + c0;
-      Lanes<acc_t> acc[kTileRows] = {};
-      accumulate_dots<acc_t>(0, end, video, rows, acc);
-      for (int r = 0; r < kTileRows && f0 + r < batch.features; ++r) {
-        acc_t sum = 0;
-        for (int j = 0; j < kTileLanes; ++j) sum += acc[r][j];
-        partial[(block * batch.size + i) * batch.features + f0 + r] = sum;
+    for (int64_t i0 = 0; i0 < active; i0 += kTileRows) {                 // 4 videos at a time (sorted)
+      const scalar_t* video[kTileRows];                                  // h[order[i], c0:], the last
+      int64_t end[kTileRows];                                            // video again past `active`
+      for (int r = 0; r < kTileRows; ++r) {
+        const int64_t i = std::min(i0 + r, active - 1);
+        video[r] = h + batch.order[i] * batch.columns + c0;
+        end[r] = std::min(batch.reach[i], c1) - c0;                      // the video's real columns here
+      }
+      Lanes<acc_t> acc[kTileRows][kTileRows];                            // [video][feature]
+      zero<acc_t>(acc);
+      const int64_t shared = end[kTileRows - 1] / kTileLanes * kTileLanes;  // the tile's shortest video
+      accumulate_dots_tile<acc_t>(shared, video, rows, acc);               // ... while all 4 pass, then
+      for (int r = 0; r < kTileRows && i0 + r < active; ++r) {             // each video to its end
+        accumulate_dots<acc_t>(shared, end[r], video[r], rows, acc[r]);
+        for (int s = 0; s < kTileRows && f0 + s < batch.features; ++s) {
+          acc_t sum = 0;
+          for (int j = 0; j < kTileLanes; ++j) sum += acc[r][s][j];
+          partial[(block * batch.size + i0 + r) * batch.features + f0 + s] = sum;
+        }
       }
     }
   }
