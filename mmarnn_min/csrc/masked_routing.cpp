@@ -149,6 +149,15 @@ MR_INLINE void stream_lanes(scalar_t* p, const Lanes<acc_t>& v, int64_t n) {
   store_lanes<scalar_t, acc_t>(p, v, n);
 }
 
+// Exact zeros in p[0:n]: to a 16-byte boundary one at a time, then 16 at a time by stream_lanes.
+template <typename scalar_t, typename acc_t>
+MR_INLINE void stream_zeros(scalar_t* p, int64_t n) {
+  const Lanes<acc_t> zeros = {};
+  int64_t k = 0;
+  for (; k < n && reinterpret_cast<uintptr_t>(p + k) % 16 != 0; ++k) p[k] = scalar_t(0);
+  for (; k < n; k += kTileLanes) stream_lanes<scalar_t, acc_t>(p + k, zeros, n - k);
+}
+
 MR_INLINE void store_fence() {
 #if defined(__x86_64__)
   _mm_sfence();
@@ -379,7 +388,7 @@ MR_INLINE void grad_h_block(const Batch& batch, int64_t block, const acc_t* g, c
   }
   for (int64_t i = 0; i < batch.size; ++i) {
     scalar_t* row = grad_h + batch.order[i] * batch.columns + c0;
-    std::fill(row + end_of(i), row + columns, scalar_t(0));
+    stream_zeros<scalar_t, acc_t>(row + end_of(i), columns - end_of(i));
   }
 }
 
