@@ -258,6 +258,7 @@ Batch read_batch(const at::Tensor& h, const at::Tensor& lengths, const at::Tenso
 // runs on the calling thread alone: a parallel region costs more than it saves there, and much
 // more on a machine that other jobs share).
 constexpr int64_t kWorkPerThread = int64_t(1) << 24;
+constexpr int64_t kWorkPerValueWritten = 8;  // a value written to memory takes about as long as 8 multiply-adds
 
 template <typename Work>
 void for_each_block(int64_t n, int64_t work, const Work& block_work) {
@@ -501,7 +502,9 @@ std::tuple<at::Tensor, at::Tensor> masked_routing_backward_cpu(const at::Tensor&
     scalar_t* gw = output_mask[1] ? grad_weight.data_ptr<scalar_t>() : nullptr;
     const scalar_t* h_data = h.data_ptr<scalar_t>();
     const scalar_t* w_data = weight.data_ptr<scalar_t>();
-    const int64_t work = batch.forward_work() * (output_mask[0] + output_mask[1]);
+    const int64_t written = (output_mask[0] ? batch.size : 0) + (output_mask[1] ? batch.features : 0);  // x K values
+    const int64_t work = batch.forward_work() * (output_mask[0] + output_mask[1]) +
+                         kWorkPerValueWritten * written * batch.columns;
     for_each_block(batch.blocks(), work, [&](int64_t block) {
       backward_block_of(batch, block, g_data, gs_data, h_data, w_data, gh, gw);
     });
