@@ -14,14 +14,21 @@
 //
 // How the CPU kernels work. View h as (B, K) with K = T*D, weight as (F, K); video b's real
 // values are h[b, k < K_b], K_b = L_b * D. The K columns are cut into blocks of 2048; each block
-// is one work item, and its share of each product is done 16 columns at a time by a register
-// tile of 4 x 16 sums (64 FMA per step, one AVX-512 register per row):
+// is one work item, and its share of each product is done by register tiles of 16 sums of 16
+// lanes (16 AVX-512 registers), so that each value loaded serves 4 FMA:
 //
-//   forward      one video x 4 features, lane-wise: acc[f][j] += h[b, k+j] * weight[f, k+j] over
-//                the video's real columns, the 16 lanes added up at the end (accumulate_dots)
-//   grad_h       4 videos x 16 columns, over the F features: acc[b][j] += grad_out[b, f] * weight[f, k+j]
-//   grad_weight  4 features x 16 columns, over the videos that reach them:
+//   forward      4 videos x 4 features, lane-wise: acc[b][f][j] += h[b, k+j] * weight[f, k+j],
+//                16 columns a step while all 4 videos pass (accumulate_dots_tile), then each
+//                video on to its end (accumulate_dots); the 16 lanes added up at the end
+//   grad_h       4 videos x 64 columns, over the F features:
+//                acc[b][j] += grad_out[b, f] * weight[f, k+j]                  (accumulate_tile)
+//   grad_weight  4 features x 64 columns, over the videos that reach them:
 //                acc[f][j] += grad_out[b, f] * h[b, k+j]                       (accumulate_tile)
+//
+// Each value moved meets only F multiply-adds, so memory traffic matters as much as the tiles:
+// the backward's outputs (B*T*D and F*T*D values, the padding's zeros included) are written
+// with non-temporal stores, which skip reading each line into cache before it is overwritten,
+// and the rows that a tile reads far apart from one another are prefetched one tile ahead.
 //
 // The videos are visited from longest to shortest, so the videos that reach a column are a
 // prefix of that order. h and weight are read where they lie, never copied (16 values at a time
