@@ -354,7 +354,7 @@ MR_INLINE int64_t lanes_before(int64_t end, int64_t k) { return std::clamp<int64
 
 // grad_h[b, c0:c1]: the block's weight against each video's grad_out row, up to the video's
 // end, then exact zeros. 64 columns at a time for every video, in tiles of 4 videos (sorted
-// order): the 64 columns of the F weight rows stay in L1 while all the videos use them.
+// order): the 64 columns of the F weight rows stay in cache while all the videos use them.
 template <typename scalar_t, typename acc_t>
 MR_INLINE void grad_h_block(const Batch& batch, int64_t block, const acc_t* g, const scalar_t* weight, scalar_t* grad_h) {
   const int64_t c0 = block * kBlockColumns, columns = std::min(kBlockColumns, batch.columns - c0);
@@ -411,7 +411,7 @@ MR_INLINE void grad_weight_block(const Batch& batch, int64_t block, const acc_t*
   for (int64_t k0 = c0; k0 < c1; k0 += kTileColumns) {
     const int64_t n = std::min(kTileColumns, c1 - k0);
     const int64_t active = batch.reaching(k0);                                   // videos that reach k0
-    const int64_t whole = n == kTileColumns ? batch.reaching(k0 + n - 1) : 0;   // ... and all 64 columns
+    const int64_t whole = n == kTileColumns ? batch.reaching(k0 + n - 1) : 0;   // ... and all 64 (if 64)
     auto video = [&](int64_t i) { return h + batch.order[i] * batch.columns + k0; };
     // The next 64 columns of each video are fetched into cache while these are summed: the 64
     // rows of h, far apart, are more streams than the hardware prefetcher follows.
