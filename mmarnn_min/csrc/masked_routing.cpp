@@ -60,6 +60,7 @@
 #include <cstdint>
 #include <cstring>
 #include <numeric>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -69,10 +70,16 @@
 #include <immintrin.h>  // _mm_stream_si128, _mm_sfence: SSE2, in every x86-64 clone
 #endif
 
+#include <cstdlib>  // getenv
+
+// The kernels are compiled once for each kind of x86-64 CPU below (GCC's target attribute),
+// and one compilation is picked when first called (cpu_kind).
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define MR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define MR_PER_CPU_KIND 1
+#define MR_TARGET(isa) __attribute__((target(isa)))
 #else
-#define MR_CLONES
+#define MR_PER_CPU_KIND 0
+#define MR_TARGET(isa)
 #endif
 #define MR_INLINE inline __attribute__((always_inline))
 
@@ -82,8 +89,18 @@ namespace {
 constexpr int64_t kBlockColumns = 2048;  // columns per work item: its weight (F x 2048) stays in cache
 constexpr int kTileRows = 4;
 constexpr int kTileLanes = 16;           // one AVX-512 register of float32
-constexpr int kTileVectors = 4;          // the backward's tiles are 4 x 64: 4 registers a row
-constexpr int64_t kTileColumns = kTileVectors * kTileLanes;
+
+// The tiles' shapes for one kind of CPU, so that a tile's sums fit its registers: the backward's
+// tiles are 4 rows x kVectors * 16 columns, the forward's kVideos videos x 4 features.
+template <int kVectors_, int kVideos_>
+struct Tiles {
+  static constexpr int kVectors = kVectors_;
+  static constexpr int64_t kColumns = kVectors * kTileLanes;
+  static constexpr int kVideos = kVideos_;
+};
+using Avx512Tiles = Tiles<4, 4>;    // 16 sums of 16 lanes: 16 of the 32 zmm registers
+using Avx2Tiles = Tiles<1, 1>;      // 4 sums of 16 lanes: 8 of the 16 ymm registers
+using BaselineTiles = Tiles<1, 1>;  // 4 sums of 16 lanes: 16 xmm registers, as before the tiles grew
 
 int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
 
@@ -178,17 +195,18 @@ MR_INLINE void zero(Lanes<acc_t> (&acc)[kRows][kColumns]) {
     for (int c = 0; c < kColumns; ++c) acc[r][c] = Lanes<acc_t>{};
 }
 
-// acc[r][v] += sum_{p < steps} row(r, p) * vector(p, v), r < 4, v < 4: 4 x 64 sums, 256 FMA
-// per step for 4 vector loads and 4 numbers (row(r, p) is one number, vector(p, v) 16).
-template <typename acc_t, typename Row, typename Vector>
+// acc[r][v] += sum_{p < steps} row(r, p) * vector(p, v), r < 4, v < kVectors: 4 x 16*kVectors
+// sums, 64*kVectors FMA per step for kVectors vector loads and 4 numbers (row(r, p) is one
+// number, vector(p, v) 16). Each sum runs over p in order, whatever kVectors is.
+template <typename acc_t, int kVectors, typename Row, typename Vector>
 MR_INLINE void accumulate_tile(int64_t steps, const Row& row, const Vector& vector,
-                               Lanes<acc_t> (&acc)[kTileRows][kTileVectors]) {
+                               Lanes<acc_t> (&acc)[kTileRows][kVectors]) {
   for (int64_t p = 0; p < steps; ++p) {
-    Lanes<acc_t> v[kTileVectors];
-    for (int c = 0; c < kTileVectors; ++c) v[c] = vector(p, c);
+    Lanes<acc_t> v[kVectors];
+    for (int c = 0; c < kVectors; ++c) v[c] = vector(p, c);
     for (int r = 0; r < kTileRows; ++r) {
       const acc_t x = row(r, p);
-      for (int c = 0; c < kTileVectors; ++c) acc[r][c] += x * v[c];
+      for (int c = 0; c < kVectors; ++c) acc[r][c] += x * v[c];
     }
   }
 }
@@ -210,15 +228,15 @@ MR_INLINE void accumulate_dots(int64_t start, int64_t n, const scalar_t* x, cons
 }
 
 // acc[r][s] += x[r][k:k+16] * w[s][k:k+16] lane by lane for k < n (a multiple of 16): the dot
-// products of 4 videos with 4 weight rows, 16 FMA per 8 vector loads, each lane summed in the same
-// order as accumulate_dots sums it.
-template <typename acc_t, typename scalar_t>
+// products of kVideos videos with 4 weight rows, 4*kVideos FMA per 4+kVideos vector loads, each
+// lane summed in the same order as accumulate_dots sums it.
+template <typename acc_t, int kVideos, typename scalar_t>
 MR_INLINE void accumulate_dots_tile(int64_t n, const scalar_t* const* x, const scalar_t* const* w,
-                                    Lanes<acc_t> (&acc)[kTileRows][kTileRows]) {
+                                    Lanes<acc_t> (&acc)[kVideos][kTileRows]) {
   for (int64_t k = 0; k < n; k += kTileLanes) {
     Lanes<acc_t> wk[kTileRows];
     for (int s = 0; s < kTileRows; ++s) wk[s] = load_lanes<acc_t>(w[s] + k);
-    for (int r = 0; r < kTileRows; ++r) {
+    for (int r = 0; r < kVideos; ++r) {
       const Lanes<acc_t> xk = load_lanes<acc_t>(x[r] + k);
       for (int s = 0; s < kTileRows; ++s) acc[r][s] += xk * wk[s];
     }
@@ -283,7 +301,7 @@ void for_each_block(int64_t n, int64_t work, const Work& block_work) {
 // ---- forward -------------------------------------------------------------------------------------
 
 // partial[block, i, f] = sum over the block's columns k < K of video order[i] of h * weight.
-template <typename scalar_t, typename acc_t>
+template <typename Tiles, typename scalar_t, typename acc_t>
 MR_INLINE void forward_block(const Batch& batch, int64_t block, const scalar_t* h, const scalar_t* weight, acc_t* partial) {
   const int64_t c0 = block * kBlockColumns, c1 = std::min(c0 + kBlockColumns, batch.columns);
   const int64_t active = batch.reaching(c0);
@@ -291,19 +309,19 @@ MR_INLINE void forward_block(const Batch& batch, int64_t block, const scalar_t* 
     const scalar_t* rows[kTileRows];                                     // weight[f0 + r, c0:], the last
     for (int r = 0; r < kTileRows; ++r)                                  // row again past F (unused)
       rows[r] = weight + std::min(f0 + r, batch.features - 1) * batch.weight_stride + c0;
-    for (int64_t i0 = 0; i0 < active; i0 += kTileRows) {                 // 4 videos at a time (sorted)
-      const scalar_t* video[kTileRows];                                  // h[order[i], c0:], the last
-      int64_t end[kTileRows];                                            // video again past `active`
-      for (int r = 0; r < kTileRows; ++r) {
+    for (int64_t i0 = 0; i0 < active; i0 += Tiles::kVideos) {            // kVideos at a time (sorted)
+      const scalar_t* video[Tiles::kVideos];                             // h[order[i], c0:], the last
+      int64_t end[Tiles::kVideos];                                       // video again past `active`
+      for (int r = 0; r < Tiles::kVideos; ++r) {
         const int64_t i = std::min(i0 + r, active - 1);
         video[r] = h + batch.order[i] * batch.columns + c0;
         end[r] = std::min(batch.reach[i], c1) - c0;                      // the video's real columns here
       }
-      Lanes<acc_t> acc[kTileRows][kTileRows];                            // [video][feature]
+      Lanes<acc_t> acc[Tiles::kVideos][kTileRows];                       // [video][feature]
       zero<acc_t>(acc);
-      const int64_t shared = end[kTileRows - 1] / kTileLanes * kTileLanes;  // the tile's shortest video
-      accumulate_dots_tile<acc_t>(shared, video, rows, acc);               // ... while all 4 pass, then
-      for (int r = 0; r < kTileRows && i0 + r < active; ++r) {             // each video to its end
+      const int64_t shared = end[Tiles::kVideos - 1] / kTileLanes * kTileLanes;  // the tile's shortest video
+      accumulate_dots_tile<acc_t>(shared, video, rows, acc);                    // ... while all pass, then
+      for (int r = 0; r < Tiles::kVideos && i0 + r < active; ++r) {             // each video to its end
         accumulate_dots<acc_t>(shared, end[r], video[r], rows, acc[r]);
         for (int s = 0; s < kTileRows && f0 + s < batch.features; ++s) {
           acc_t sum = 0;
@@ -311,38 +329,6 @@ MR_INLINE void forward_block(const Batch& batch, int64_t block, const scalar_t* 
           partial[(block * batch.size + i0 + r) * batch.features + f0 + s] = sum;
         }
       }
-    }
-  }
-}
-
-// One block of the forward for each dtype, compiled for each CPU kind (MR_CLONES).
-MR_CLONES void forward_block_of(const Batch& b, int64_t block, const double* h, const double* w, double* partial) {
-  forward_block(b, block, h, w, partial);
-}
-MR_CLONES void forward_block_of(const Batch& b, int64_t block, const float* h, const float* w, float* partial) {
-  forward_block(b, block, h, w, partial);
-}
-MR_CLONES void forward_block_of(const Batch& b, int64_t block, const at::Half* h, const at::Half* w, float* partial) {
-  forward_block(b, block, h, w, partial);
-}
-MR_CLONES void forward_block_of(const Batch& b, int64_t block, const at::BFloat16* h, const at::BFloat16* w,
-                                float* partial) {
-  forward_block(b, block, h, w, partial);
-}
-
-template <typename scalar_t>
-void routing_forward(const Batch& batch, const scalar_t* h, const scalar_t* weight, const scalar_t* bias, scalar_t* out) {
-  using acc_t = at::opmath_type<scalar_t>;
-  std::vector<acc_t> partial(batch.blocks() * batch.size * batch.features);  // (blocks, B, F), videos sorted
-  for_each_block(batch.blocks(), batch.forward_work(),
-                 [&](int64_t block) { forward_block_of(batch, block, h, weight, partial.data()); });
-  for (int64_t i = 0; i < batch.size; ++i) {  // the blocks each video reaches, in block order, then the bias
-    const int64_t reached = (batch.reach[i] + kBlockColumns - 1) / kBlockColumns;
-    for (int64_t f = 0; f < batch.features; ++f) {
-      acc_t sum = 0;
-      for (int64_t block = 0; block < reached; ++block) sum += partial[(block * batch.size + i) * batch.features + f];
-      if (bias != nullptr) sum += static_cast<acc_t>(bias[f]);
-      out[batch.order[i] * batch.features + f] = static_cast<scalar_t>(sum);
     }
   }
 }
@@ -355,32 +341,32 @@ MR_INLINE int64_t lanes_before(int64_t end, int64_t k) { return std::clamp<int64
 // grad_h[b, c0:c1]: the block's weight against each video's grad_out row, up to the video's
 // end, then exact zeros. 64 columns at a time for every video, in tiles of 4 videos (sorted
 // order): the 64 columns of the F weight rows stay in cache while all the videos use them.
-template <typename scalar_t, typename acc_t>
+template <typename Tiles, typename scalar_t, typename acc_t>
 MR_INLINE void grad_h_block(const Batch& batch, int64_t block, const acc_t* g, const scalar_t* weight, scalar_t* grad_h) {
   const int64_t c0 = block * kBlockColumns, columns = std::min(kBlockColumns, batch.columns - c0);
   const std::vector<acc_t> no_gradient(batch.features, acc_t(0));
   auto end_of = [&](int64_t i) {  // real columns of video order[i] in this block (0 past the batch)
     return i < batch.size ? std::clamp<int64_t>(batch.reach[i] - c0, 0, columns) : int64_t(0);
   };
-  for (int64_t q0 = 0; q0 < end_of(0); q0 += kTileColumns) {
+  for (int64_t q0 = 0; q0 < end_of(0); q0 += Tiles::kColumns) {
     const scalar_t* w = weight + c0 + q0;
     // The next 64 columns of the weight rows are fetched into cache while these are used: F rows
     // far apart are more streams than the hardware prefetcher follows.
     for (int64_t f = 0; f < batch.features; ++f)
-      for (int c = 0; c < kTileVectors; ++c) __builtin_prefetch(w + f * batch.weight_stride + kTileColumns + c * kTileLanes);
+      for (int c = 0; c < Tiles::kVectors; ++c) __builtin_prefetch(w + f * batch.weight_stride + Tiles::kColumns + c * kTileLanes);
     for (int64_t i0 = 0; i0 < batch.size && end_of(i0) > q0; i0 += kTileRows) {  // tiles reaching q0
       const acc_t* g_row[kTileRows];
       for (int r = 0; r < kTileRows; ++r)
         g_row[r] = i0 + r < batch.size ? g + batch.order[i0 + r] * batch.features : no_gradient.data();
-      Lanes<acc_t> acc[kTileRows][kTileVectors];
+      Lanes<acc_t> acc[kTileRows][Tiles::kVectors];
       zero<acc_t>(acc);
       auto g_of = [&](int r, int64_t f) { return g_row[r][f]; };
-      if (columns - q0 >= kTileColumns)
-        accumulate_tile<acc_t>(
+      if (columns - q0 >= Tiles::kColumns)
+        accumulate_tile<acc_t, Tiles::kVectors>(
             batch.features, g_of, [&](int64_t f, int c) { return load_lanes<acc_t>(w + f * batch.weight_stride + c * kTileLanes); },
             acc);
       else  // the block's last, partial 64 columns
-        accumulate_tile<acc_t>(
+        accumulate_tile<acc_t, Tiles::kVectors>(
             batch.features, g_of,
             [&](int64_t f, int c) {
               return load_lanes<acc_t>(w + f * batch.weight_stride + c * kTileLanes,
@@ -389,7 +375,7 @@ MR_INLINE void grad_h_block(const Batch& batch, int64_t block, const acc_t* g, c
             acc);
       for (int r = 0; r < kTileRows; ++r) {
         scalar_t* out = grad_h + batch.order[std::min(i0 + r, batch.size - 1)] * batch.columns + c0 + q0;
-        for (int c = 0; c < kTileVectors; ++c)
+        for (int c = 0; c < Tiles::kVectors; ++c)
           stream_lanes<scalar_t, acc_t>(out + c * kTileLanes, acc[r][c], lanes_before(end_of(i0 + r) - q0, c * kTileLanes));
       }
     }
@@ -403,27 +389,27 @@ MR_INLINE void grad_h_block(const Batch& batch, int64_t block, const acc_t* g, c
 // grad_weight[:, c0:c1], 64 columns and 4 features at a time: the videos that reach the
 // columns (a prefix of the sorted order) each add grad_out[b, f] * h[b, k]; exact zeros where
 // none reaches. g_sorted: grad_out's rows in sorted order, F rounded up to 4 with zeros.
-template <typename scalar_t, typename acc_t>
+template <typename Tiles, typename scalar_t, typename acc_t>
 MR_INLINE void grad_weight_block(const Batch& batch, int64_t block, const acc_t* g_sorted, const scalar_t* h,
                                  scalar_t* grad_weight) {
   const int64_t c0 = block * kBlockColumns, c1 = std::min(c0 + kBlockColumns, batch.columns);
   const int64_t pitch = round_up(batch.features, kTileRows);
-  for (int64_t k0 = c0; k0 < c1; k0 += kTileColumns) {
-    const int64_t n = std::min(kTileColumns, c1 - k0);
+  for (int64_t k0 = c0; k0 < c1; k0 += Tiles::kColumns) {
+    const int64_t n = std::min(Tiles::kColumns, c1 - k0);
     const int64_t active = batch.reaching(k0);                                   // videos that reach k0
-    const int64_t whole = n == kTileColumns ? batch.reaching(k0 + n - 1) : 0;   // ... and all 64 (if 64)
+    const int64_t whole = n == Tiles::kColumns ? batch.reaching(k0 + n - 1) : 0;   // ... and all 64 (if 64)
     auto video = [&](int64_t i) { return h + batch.order[i] * batch.columns + k0; };
     // The next 64 columns of each video are fetched into cache while these are summed: the 64
     // rows of h, far apart, are more streams than the hardware prefetcher follows.
-    for (int64_t i = 0; i < batch.reaching(k0 + kTileColumns); ++i)
-      for (int c = 0; c < kTileVectors; ++c) __builtin_prefetch(video(i) + kTileColumns + c * kTileLanes);
+    for (int64_t i = 0; i < batch.reaching(k0 + Tiles::kColumns); ++i)
+      for (int c = 0; c < Tiles::kVectors; ++c) __builtin_prefetch(video(i) + Tiles::kColumns + c * kTileLanes);
     for (int64_t f0 = 0; f0 < batch.features; f0 += kTileRows) {
       auto g_of = [&](int r, int64_t i) { return g_sorted[i * pitch + f0 + r]; };
-      Lanes<acc_t> acc[kTileRows][kTileVectors];
+      Lanes<acc_t> acc[kTileRows][Tiles::kVectors];
       zero<acc_t>(acc);
-      accumulate_tile<acc_t>(  // the videos that reach all 64 columns, then those that end before
+      accumulate_tile<acc_t, Tiles::kVectors>(  // the videos that reach all 64 columns, then those that end before
           whole, g_of, [&](int64_t i, int c) { return load_lanes<acc_t>(video(i) + c * kTileLanes); }, acc);
-      accumulate_tile<acc_t>(
+      accumulate_tile<acc_t, Tiles::kVectors>(
           active - whole, [&](int r, int64_t p) { return g_of(r, whole + p); },
           [&](int64_t p, int c) {
             const int64_t i = whole + p;
@@ -432,38 +418,117 @@ MR_INLINE void grad_weight_block(const Batch& batch, int64_t block, const acc_t*
           },
           acc);
       for (int r = 0; r < kTileRows && f0 + r < batch.features; ++r)
-        for (int c = 0; c < kTileVectors; ++c)
+        for (int c = 0; c < Tiles::kVectors; ++c)
           stream_lanes<scalar_t, acc_t>(grad_weight + (f0 + r) * batch.columns + k0 + c * kTileLanes, acc[r][c],
                                        lanes_before(n, c * kTileLanes));
     }
   }
 }
 
-// One block of the backward for each dtype, compiled for each CPU kind (MR_CLONES). g: grad_out
-// (B, F) as acc_t in batch order; g_sorted: its rows in sorted order, F rounded up to 4; a null
-// grad_h or grad_weight is not wanted.
-template <typename scalar_t, typename acc_t>
+// One block of the backward. g: grad_out (B, F) as acc_t in batch order; g_sorted: its rows in
+// sorted order, F rounded up to 4; a null grad_h or grad_weight is not wanted.
+template <typename Tiles, typename scalar_t, typename acc_t>
 MR_INLINE void backward_block(const Batch& b, int64_t block, const acc_t* g, const acc_t* g_sorted, const scalar_t* h,
                               const scalar_t* w, scalar_t* grad_h, scalar_t* grad_weight) {
-  if (grad_h != nullptr) grad_h_block(b, block, g, w, grad_h);
-  if (grad_weight != nullptr) grad_weight_block(b, block, g_sorted, h, grad_weight);
+  if (grad_h != nullptr) grad_h_block<Tiles>(b, block, g, w, grad_h);
+  if (grad_weight != nullptr) grad_weight_block<Tiles>(b, block, g_sorted, h, grad_weight);
   store_fence();  // the non-temporal stores reach memory before another thread may read them
 }
-MR_CLONES void backward_block_of(const Batch& b, int64_t block, const double* g, const double* gs, const double* h,
-                                 const double* w, double* gh, double* gw) {
-  backward_block(b, block, g, gs, h, w, gh, gw);
+
+// ---- one compilation for each kind of CPU ----------------------------------------------------------
+
+// The kernels of one block, compiled for one kind of CPU with the tiles that fit its registers:
+// AVX-512 (x86-64-v4), AVX2 (x86-64-v3) and baseline x86-64; elsewhere only the last.
+template <typename scalar_t, typename acc_t>
+struct Kernels {
+  void (*forward)(const Batch&, int64_t block, const scalar_t* h, const scalar_t* w, acc_t* partial);
+  void (*backward)(const Batch&, int64_t block, const acc_t* g, const acc_t* g_sorted, const scalar_t* h,
+                   const scalar_t* w, scalar_t* grad_h, scalar_t* grad_weight);
+};
+
+#if MR_PER_CPU_KIND
+template <typename scalar_t, typename acc_t>
+MR_TARGET("arch=x86-64-v4") void forward_avx512(const Batch& b, int64_t block, const scalar_t* h, const scalar_t* w,
+                                                acc_t* partial) {
+  forward_block<Avx512Tiles>(b, block, h, w, partial);
 }
-MR_CLONES void backward_block_of(const Batch& b, int64_t block, const float* g, const float* gs, const float* h,
-                                 const float* w, float* gh, float* gw) {
-  backward_block(b, block, g, gs, h, w, gh, gw);
+template <typename scalar_t, typename acc_t>
+MR_TARGET("arch=x86-64-v4") void backward_avx512(const Batch& b, int64_t block, const acc_t* g, const acc_t* gs,
+                                                 const scalar_t* h, const scalar_t* w, scalar_t* gh, scalar_t* gw) {
+  backward_block<Avx512Tiles>(b, block, g, gs, h, w, gh, gw);
 }
-MR_CLONES void backward_block_of(const Batch& b, int64_t block, const float* g, const float* gs, const at::Half* h,
-                                 const at::Half* w, at::Half* gh, at::Half* gw) {
-  backward_block(b, block, g, gs, h, w, gh, gw);
+template <typename scalar_t, typename acc_t>
+MR_TARGET("arch=x86-64-v3") void forward_avx2(const Batch& b, int64_t block, const scalar_t* h, const scalar_t* w,
+                                              acc_t* partial) {
+  forward_block<Avx2Tiles>(b, block, h, w, partial);
 }
-MR_CLONES void backward_block_of(const Batch& b, int64_t block, const float* g, const float* gs,
-                                 const at::BFloat16* h, const at::BFloat16* w, at::BFloat16* gh, at::BFloat16* gw) {
-  backward_block(b, block, g, gs, h, w, gh, gw);
+template <typename scalar_t, typename acc_t>
+MR_TARGET("arch=x86-64-v3") void backward_avx2(const Batch& b, int64_t block, const acc_t* g, const acc_t* gs,
+                                               const scalar_t* h, const scalar_t* w, scalar_t* gh, scalar_t* gw) {
+  backward_block<Avx2Tiles>(b, block, g, gs, h, w, gh, gw);
+}
+#endif
+template <typename scalar_t, typename acc_t>
+void forward_baseline(const Batch& b, int64_t block, const scalar_t* h, const scalar_t* w, acc_t* partial) {
+  forward_block<BaselineTiles>(b, block, h, w, partial);
+}
+template <typename scalar_t, typename acc_t>
+void backward_baseline(const Batch& b, int64_t block, const acc_t* g, const acc_t* gs, const scalar_t* h,
+                       const scalar_t* w, scalar_t* gh, scalar_t* gw) {
+  backward_block<BaselineTiles>(b, block, g, gs, h, w, gh, gw);
+}
+
+enum class CpuKind { kBaseline, kAvx2, kAvx512 };
+
+// The most capable kind this CPU is, decided once; MMARNN_CPU_KERNELS=avx2 or =baseline picks a
+// lower one (so that the tests and the benchmark can run every compilation on one machine).
+CpuKind cpu_kind() {
+  static const CpuKind kind = [] {
+    CpuKind best = CpuKind::kBaseline;
+#if MR_PER_CPU_KIND
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("x86-64-v4")) best = CpuKind::kAvx512;
+    else if (__builtin_cpu_supports("x86-64-v3")) best = CpuKind::kAvx2;
+#endif
+    const char* wanted = std::getenv("MMARNN_CPU_KERNELS");
+    if (wanted == nullptr || *wanted == '\0') return best;
+    const std::string name(wanted);
+    TORCH_CHECK(name == "avx512" || name == "avx2" || name == "baseline",
+                "MMARNN_CPU_KERNELS must be avx512, avx2 or baseline, got '", name, "'");
+    const CpuKind asked = name == "avx512" ? CpuKind::kAvx512 : name == "avx2" ? CpuKind::kAvx2 : CpuKind::kBaseline;
+    TORCH_CHECK(asked <= best, "MMARNN_CPU_KERNELS=", name, ": this CPU cannot run that compilation");
+    return asked;
+  }();
+  return kind;
+}
+
+template <typename scalar_t, typename acc_t>
+Kernels<scalar_t, acc_t> kernels() {
+  switch (cpu_kind()) {
+#if MR_PER_CPU_KIND
+    case CpuKind::kAvx512: return {forward_avx512<scalar_t, acc_t>, backward_avx512<scalar_t, acc_t>};
+    case CpuKind::kAvx2: return {forward_avx2<scalar_t, acc_t>, backward_avx2<scalar_t, acc_t>};
+#endif
+    default: return {forward_baseline<scalar_t, acc_t>, backward_baseline<scalar_t, acc_t>};
+  }
+}
+
+template <typename scalar_t>
+void routing_forward(const Batch& batch, const scalar_t* h, const scalar_t* weight, const scalar_t* bias, scalar_t* out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const auto forward_block_here = kernels<scalar_t, acc_t>().forward;
+  std::vector<acc_t> partial(batch.blocks() * batch.size * batch.features);  // (blocks, B, F), videos sorted
+  for_each_block(batch.blocks(), batch.forward_work(),
+                 [&](int64_t block) { forward_block_here(batch, block, h, weight, partial.data()); });
+  for (int64_t i = 0; i < batch.size; ++i) {  // the blocks each video reaches, in block order, then the bias
+    const int64_t reached = (batch.reach[i] + kBlockColumns - 1) / kBlockColumns;
+    for (int64_t f = 0; f < batch.features; ++f) {
+      acc_t sum = 0;
+      for (int64_t block = 0; block < reached; ++block) sum += partial[(block * batch.size + i) * batch.features + f];
+      if (bias != nullptr) sum += static_cast<acc_t>(bias[f]);
+      out[batch.order[i] * batch.features + f] = static_cast<scalar_t>(sum);
+    }
+  }
 }
 
 // ---- the operators ---------------------------------------------------------------------------------
@@ -512,8 +577,9 @@ std::tuple<at::Tensor, at::Tensor> masked_routing_backward_cpu(const at::Tensor&
     const int64_t written = (output_mask[0] ? batch.size : 0) + (output_mask[1] ? batch.features : 0);  // x K values
     const int64_t work = batch.forward_work() * (output_mask[0] + output_mask[1]) +
                          kWorkPerValueWritten * written * batch.columns;
+    const auto backward_block_here = kernels<scalar_t, acc_t>().backward;
     for_each_block(batch.blocks(), work, [&](int64_t block) {
-      backward_block_of(batch, block, g_data, gs_data, h_data, w_data, gh, gw);
+      backward_block_here(batch, block, g_data, gs_data, h_data, w_data, gh, gw);
     });
   });
   return {grad_h, grad_weight};
