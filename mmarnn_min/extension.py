@@ -47,8 +47,8 @@ SOURCES = {
 HEADERS = ("masked_routing.h", "kernel_ops.h", "routing_kernels.cuh", "cuda_emulator.h")
 SELFTEST = "emulator_selftest.cpp"
 # -Wno-unknown-pragmas: the kernels' #pragma unroll is for nvcc; -Wno-psabi: GCC notes that the
-# CPU kernels' 64-byte vector values would pass differently between AVX-512 and older code, but
-# they never cross a call (the helpers are inlined)
+# CPU kernels' SIMD values would pass differently between AVX-512, AVX2 and older code, but they
+# never cross a call (the helpers are inlined)
 CXX_FLAGS = ["-O3", "-pthread", "-Wno-unknown-pragmas", "-Wno-psabi"]
 # at::parallel_for is OpenMP compiled into the caller: without -fopenmp it runs on one thread
 OPENMP_FLAGS = ["-fopenmp"] if torch.backends.openmp.is_available() and sys.platform.startswith("linux") else []

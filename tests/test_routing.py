@@ -10,6 +10,10 @@ to need several blocks of every kernel: more than one tile of 64 videos and of 3
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -273,6 +277,55 @@ def test_many_features(backend, device):
     want = gradients(masked_routing_reference, h, lengths, weight, bias, grad_out)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("backend, device", [p for p in BACKEND_DEVICES if p.values[0] != "fallback"])
+def test_several_blocks_and_partial_tiles(backend, device, dtype):
+    """K = T*D = 2479 (two CPU blocks of 2048 columns, the second partial), D = 67 (no video ends
+    on a SIMD boundary), B = 11 and F = 9 (partial tiles of videos and of features), lengths
+    from 0 to T: forward and backward as the reference, and exact zeros past each video."""
+    lengths = [37, 0, 1, 30, 37, 12, 31, 2, 36, 29, 17]
+    h, lengths, weight, bias = make_case(11, 37, 67, 9, lengths, True, sliced=True, dtype=dtype, device=device)
+    grad_out = torch.randn(11, 9, dtype=dtype, generator=torch.Generator().manual_seed(1)).to(device)
+    got = gradients(run_backend(backend), h, lengths, weight, bias, grad_out)
+    want = gradients(masked_routing_reference, h.double(), lengths, weight.double(), bias.double(), grad_out.double())
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-4
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g.double(), w, rtol=tolerance, atol=tolerance)
+    padded = torch.arange(37, device=device)[None, :] >= lengths[:, None]  # (B, T)
+    assert torch.equal(got[1][padded], torch.zeros_like(got[1][padded]))
+
+
+CPU_KERNELS = ["avx512", "avx2", "baseline"]
+LAWS = ("reference_float64 or rounding_bound or 16_bit or padding or unreached or does_not_depend "
+        "or edge_cases or many_features or several_blocks or follow_the_environment")
+
+
+def test_cpu_kernels_follow_the_environment():
+    """MMARNN_CPU_KERNELS, when set, names the compilation the CPU kernels run."""
+    extension.load("cpu", required=True)
+    wanted = os.environ.get("MMARNN_CPU_KERNELS")
+    assert torch.ops.mmarnn_min.cpu_kernels() in ([wanted] if wanted else CPU_KERNELS)
+
+
+@pytest.mark.skipif(bool(os.environ.get("MMARNN_CPU_KERNELS")), reason="already inside a run of one compilation")
+@pytest.mark.parametrize("kind", CPU_KERNELS)
+def test_every_cpu_compilation_obeys_the_laws(kind):
+    """The CPU kernels are compiled once per kind of x86-64 CPU, each with its own tiles, and a
+    process runs the most capable one its CPU has (the one every other test here holds to the
+    laws). Each lower one this CPU can run is held to them too, in a process of its own started
+    with MMARNN_CPU_KERNELS=kind (the choice is made once per process)."""
+    extension.load("cpu", required=True)
+    native = torch.ops.mmarnn_min.cpu_kernels()
+    if CPU_KERNELS.index(kind) <= CPU_KERNELS.index(native):
+        pytest.skip(f"{kind} is {'this process' if kind == native else 'beyond this CPU'}")
+    env = {**os.environ, "MMARNN_CPU_KERNELS": kind}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+               "-k", f"extension-cpu and ({LAWS}) or follow_the_environment"]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert " passed" in run.stdout and " failed" not in run.stdout
 
 
 def test_route_is_the_mask_layer():

@@ -88,7 +88,11 @@ def run(device: torch.device, batches=BATCHES, shape=PAPER_SHAPE, turns: int = 7
     header = ["B", "pass"] + [f"{name} ms" for name in implementations]
     if have_extension:
         header += ["fallback/fused", "reference/fused"] + (["fused GB/s", "% of peak"] if peak else [])
-    threads = f", {torch.get_num_threads()} CPU threads" if device.type == "cpu" else ""
+    threads = ""
+    if device.type == "cpu":
+        threads = f", {torch.get_num_threads()} CPU threads"
+        if have_extension:
+            threads += f", {torch.ops.mmarnn_min.cpu_kernels()} kernels"
     title = (f"masked routing on {device} (T={shape['frames']}, D={shape['width']}, F={shape['features']}, "
              f"lengths uniform in [T/4, T], float32{threads}, median of {turns} alternating turns)")
     if peak:
