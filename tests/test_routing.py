@@ -299,7 +299,7 @@ def test_several_blocks_and_partial_tiles(backend, device, dtype):
 
 CPU_KERNELS = ["avx512", "avx2", "baseline"]
 LAWS = ("reference_float64 or rounding_bound or 16_bit or padding or unreached or does_not_depend "
-        "or edge_cases or many_features or several_blocks or follow_the_environment")
+        "or edge_cases or many_features or several_blocks")
 
 
 def test_cpu_kernels_follow_the_environment():

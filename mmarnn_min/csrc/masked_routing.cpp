@@ -198,6 +198,13 @@ MR_INLINE void stream_zeros(scalar_t* p, int64_t n) {
   for (; k < n; k += kLanesOf<V>) stream_lanes(p + k, zeros, n - k);
 }
 
+// Asks for the cache lines (64 bytes) of p[0:n] to be fetched, one request a line (a prefetch
+// never faults, so p may run past the data).
+template <typename scalar_t>
+MR_INLINE void prefetch_lines(const scalar_t* p, int64_t n) {
+  for (int64_t k = 0; k < n; k += 64 / sizeof(scalar_t)) __builtin_prefetch(p + k);
+}
+
 MR_INLINE void store_fence() {
 #if defined(__x86_64__)
   _mm_sfence();
@@ -375,7 +382,7 @@ MR_INLINE void grad_h_block(const Batch& batch, int64_t block, const acc_t* g, c
     // The next columns of the weight rows are fetched into cache while these are used: F rows
     // far apart are more streams than the hardware prefetcher follows.
     for (int64_t f = 0; f < batch.features; ++f)
-      for (int c = 0; c < Tiles::kVectors; ++c) __builtin_prefetch(w + f * batch.weight_stride + Tiles::kColumns + c * kLanes);
+      prefetch_lines(w + f * batch.weight_stride + Tiles::kColumns, Tiles::kColumns);
     for (int64_t i0 = 0; i0 < batch.size && end_of(i0) > q0; i0 += kTileRows) {  // tiles reaching q0
       const acc_t* g_row[kTileRows];
       for (int r = 0; r < kTileRows; ++r)
@@ -426,7 +433,7 @@ MR_INLINE void grad_weight_block(const Batch& batch, int64_t block, const acc_t*
     // The next columns of each video are fetched into cache while these are summed: the B
     // rows of h, far apart, are more streams than the hardware prefetcher follows.
     for (int64_t i = 0; i < batch.reaching(k0 + Tiles::kColumns); ++i)
-      for (int c = 0; c < Tiles::kVectors; ++c) __builtin_prefetch(video(i) + Tiles::kColumns + c * kLanes);
+      prefetch_lines(video(i) + Tiles::kColumns, Tiles::kColumns);
     for (int64_t f0 = 0; f0 < batch.features; f0 += kTileRows) {
       auto g_of = [&](int r, int64_t i) { return g_sorted[i * pitch + f0 + r]; };
       V acc[kTileRows][Tiles::kVectors];
